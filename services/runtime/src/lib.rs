@@ -1,1 +1,18 @@
+//! What every sagaflow service stands on: ports with their adapters, and the shared plumbing.
+//!
+//! - [`event_log`]: the event log port (events + outbox rows, atomically), its embedded SQLite
+//!   adapter and its conformance suite.
+//! - [`sqlite`]: opening an embedded database safely.
+//! - [`http`]: the contract's errors, strict JSON bodies, request context, health and metrics routes.
+//! - [`metrics`]: the Prometheus registry of a service.
+//! - [`config`]: settings from the environment, errors naming the variable, URL redaction.
+//! - [`telemetry`]: JSON log lines with the request's fields.
+//! - [`shutdown`]: SIGTERM and Ctrl-C.
 
+pub mod config;
+pub mod event_log;
+pub mod http;
+pub mod metrics;
+pub mod shutdown;
+pub mod sqlite;
+pub mod telemetry;

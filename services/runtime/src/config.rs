@@ -1,0 +1,171 @@
+//! Settings read once from the environment (SPEC section 2). Every problem names its variable;
+//! no password ever reaches a message.
+
+use std::io::IsTerminal;
+
+use axum::http::HeaderName;
+
+/// A variable that is malformed or missing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}: {problem}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub problem: String,
+}
+
+fn bad(var: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError { var, problem: problem.into() }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// What every service reads.
+#[derive(Debug, Clone)]
+pub struct CommonSettings {
+    pub log_level: LogLevel,
+    pub log_format: LogFormat,
+    pub correlation_header: HeaderName,
+    pub port: Option<u16>,
+}
+
+/// Reads a variable; an empty value counts as unset.
+pub fn var(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    env(name).filter(|v| !v.trim().is_empty())
+}
+
+impl CommonSettings {
+    /// Reads `LOG_LEVEL`, `LOG_FORMAT`, `CORRELATION_ID_HEADER` and `PORT`.
+    /// `LOG_FORMAT` defaults to `pretty` on a terminal and `json` elsewhere (containers).
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let log_level = match var(env, "LOG_LEVEL").as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("info") => LogLevel::Info,
+            Some("debug") => LogLevel::Debug,
+            Some("warn") => LogLevel::Warn,
+            Some("error") => LogLevel::Error,
+            Some(other) => return Err(bad("LOG_LEVEL", format!("expected debug, info, warn or error, got {other:?}"))),
+        };
+        let log_format = match var(env, "LOG_FORMAT").as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None if std::io::stderr().is_terminal() => LogFormat::Pretty,
+            None | Some("json") => LogFormat::Json,
+            Some("pretty") => LogFormat::Pretty,
+            Some(other) => return Err(bad("LOG_FORMAT", format!("expected json or pretty, got {other:?}"))),
+        };
+        let header = var(env, "CORRELATION_ID_HEADER").unwrap_or_else(|| "X-Correlation-ID".into());
+        let correlation_header = HeaderName::try_from(header.trim())
+            .map_err(|_| bad("CORRELATION_ID_HEADER", format!("{header:?} is not a valid header name")))?;
+        let port = var(env, "PORT")
+            .map(|p| {
+                p.trim()
+                    .parse::<u16>()
+                    .map_err(|_| bad("PORT", format!("expected a port number 0-65535, got {p:?}")))
+            })
+            .transpose()?;
+        Ok(Self { log_level, log_format, correlation_header, port })
+    }
+}
+
+/// Where a service keeps its relational state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// `sqlite://path` (the embedded store).
+    Sqlite(String),
+}
+
+/// Parses `DATABASE_URL`.
+pub fn database_url(value: &str) -> Result<DatabaseUrl, ConfigError> {
+    let value = value.trim();
+    match value.split_once("://").map(|(scheme, _)| scheme) {
+        Some("sqlite") => Ok(DatabaseUrl::Sqlite(value.to_owned())),
+        Some("postgres" | "postgresql") => Err(bad(
+            "DATABASE_URL",
+            format!("{} : the PostgreSQL adapter is not in this build yet; use sqlite://PATH", redact(value)),
+        )),
+        _ => Err(bad(
+            "DATABASE_URL",
+            format!("expected sqlite://PATH, got {:?}", redact(value)),
+        )),
+    }
+}
+
+/// A URL with its password (if any) replaced by `***`, fit for logs and errors.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = match rest.find(['/', '?', '#']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{tail}")
+            } else {
+                format!("{scheme}://{user}@{host}{tail}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())
+    }
+
+    #[test]
+    fn defaults() {
+        let s = CommonSettings::from_env(&env(&[("LOG_FORMAT", "json")])).unwrap();
+        assert_eq!((s.log_level, s.log_format, s.port), (LogLevel::Info, LogFormat::Json, None));
+        assert_eq!(s.correlation_header.as_str(), "x-correlation-id");
+    }
+
+    #[test]
+    fn every_malformed_value_names_its_variable() {
+        for (pairs, var) in [
+            (&[("LOG_LEVEL", "loud")][..], "LOG_LEVEL"),
+            (&[("LOG_FORMAT", "xml")][..], "LOG_FORMAT"),
+            (&[("PORT", "70000")][..], "PORT"),
+            (&[("PORT", "http")][..], "PORT"),
+            (&[("CORRELATION_ID_HEADER", "bad header")][..], "CORRELATION_ID_HEADER"),
+        ] {
+            let pairs: &'static [(&'static str, &'static str)] = pairs;
+            let err = CommonSettings::from_env(&env(pairs)).unwrap_err();
+            assert_eq!(err.var, var);
+            assert!(err.to_string().starts_with(var));
+        }
+    }
+
+    #[test]
+    fn database_urls() {
+        assert_eq!(database_url("sqlite:///tmp/x.db").unwrap(), DatabaseUrl::Sqlite("sqlite:///tmp/x.db".into()));
+        let err = database_url("postgres://u:hunter2@db/app").unwrap_err();
+        assert_eq!(err.var, "DATABASE_URL");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(database_url("not a url").is_err());
+    }
+
+    #[test]
+    fn redaction_hides_passwords_only() {
+        assert_eq!(redact("amqp://user:secret@host:5672/vh"), "amqp://user:***@host:5672/vh");
+        assert_eq!(redact("redis://host:6379/0"), "redis://host:6379/0");
+        assert_eq!(redact("postgres://u@h/db?x=1"), "postgres://u@h/db?x=1");
+        assert_eq!(redact("mongodb://a:p@ss@h/db"), "mongodb://a:***@h/db");
+    }
+}

@@ -1,0 +1,269 @@
+//! The embedded event log: one SQLite file, WAL, `synchronous=FULL`.
+//!
+//! SQLite through sqlx: the store the rest of the project already speaks (sqlx is also the
+//! PostgreSQL driver), ACID on one file, and crash-safe for every commit it acknowledged.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use sagaflow_domain::{AggregateType, Envelope};
+use sqlx::Row;
+
+use super::{
+    AppendError, AppendRequest, Appended, EventLog, IdempotencyRecord, OutboxRow, Positioned,
+    StoreError,
+};
+use crate::sqlite::Db;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS events (
+    position    INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id    TEXT NOT NULL UNIQUE,
+    stream_id   TEXT NOT NULL,
+    version     INTEGER NOT NULL CHECK (version >= 1),
+    event_type  TEXT NOT NULL,
+    envelope    TEXT NOT NULL,
+    UNIQUE (stream_id, version)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id     TEXT NOT NULL UNIQUE,
+    exchange     TEXT NOT NULL,
+    routing_key  TEXT NOT NULL,
+    stream       TEXT NOT NULL,
+    payload      TEXT NOT NULL,
+    published_at TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE published_at IS NULL;
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key         TEXT PRIMARY KEY,
+    stream_id   TEXT NOT NULL,
+    fingerprint TEXT NOT NULL
+);
+"#;
+
+/// The embedded [`EventLog`].
+#[derive(Debug, Clone)]
+pub struct SqliteEventLog {
+    db: Db,
+}
+
+fn unavailable(context: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+    move |e| StoreError::Unavailable(format!("{context}: {e}"))
+}
+
+fn decode(text: &str) -> Result<Envelope, StoreError> {
+    Envelope::from_slice(text.as_bytes()).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl SqliteEventLog {
+    /// Opens or creates the log in `path`.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Db::open(path, SCHEMA)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", path.display())))?;
+        Ok(Self { db })
+    }
+
+    /// Opens a `sqlite://` URL.
+    pub async fn open_url(url: &str) -> Result<Self, StoreError> {
+        let db = Db::open_url(url, SCHEMA)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("opening the event log: {e}")))?;
+        Ok(Self { db })
+    }
+
+    pub async fn close(&self) {
+        self.db.close().await;
+    }
+}
+
+fn check_batch(request: &AppendRequest) -> Result<(), AppendError> {
+    if request.events.is_empty() {
+        return Err(AppendError::Invalid("no events to append".into()));
+    }
+    for (i, e) in request.events.iter().enumerate() {
+        let want = request.expected.0 + 1 + i as u64;
+        if e.metadata.version != want {
+            return Err(AppendError::Invalid(format!(
+                "event {} has version {}, expected {want}",
+                e.event_id, e.metadata.version
+            )));
+        }
+        if e.aggregate_id != request.stream_id {
+            return Err(AppendError::Invalid(format!(
+                "event {} belongs to {}, not {}",
+                e.event_id, e.aggregate_id, request.stream_id
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl EventLog for SqliteEventLog {
+    async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        check_batch(&request)?;
+        let mut tx = self
+            .db
+            .writer
+            .begin()
+            .await
+            .map_err(unavailable("beginning an append"))?;
+        let actual: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?")
+                .bind(&request.stream_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(unavailable("reading the stream version"))?;
+        if to_u64(actual) != request.expected.0 {
+            return Err(AppendError::Conflict {
+                stream_id: request.stream_id,
+                expected: request.expected.0,
+                actual: to_u64(actual),
+            });
+        }
+        if let Some(idem) = &request.idempotency {
+            let existing = sqlx::query("SELECT stream_id, fingerprint FROM idempotency_keys WHERE key = ?")
+                .bind(&idem.key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable("reading an idempotency key"))?;
+            if let Some(row) = existing {
+                return Err(AppendError::DuplicateIdempotencyKey(IdempotencyRecord {
+                    key: idem.key.clone(),
+                    stream_id: row.get(0),
+                    fingerprint: row.get(1),
+                }));
+            }
+            sqlx::query("INSERT INTO idempotency_keys (key, stream_id, fingerprint) VALUES (?, ?, ?)")
+                .bind(&idem.key)
+                .bind(&idem.stream_id)
+                .bind(&idem.fingerprint)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable("storing an idempotency key"))?;
+        }
+        let mut last_position = 0;
+        for event in &request.events {
+            let json = event.to_json();
+            let inserted = sqlx::query(
+                "INSERT INTO events (event_id, stream_id, version, event_type, envelope) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&event.event_id)
+            .bind(&request.stream_id)
+            .bind(to_i64(event.metadata.version))
+            .bind(&event.event_type)
+            .bind(&json)
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                Ok(done) => last_position = to_u64(done.last_insert_rowid()),
+                Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                    return Err(AppendError::Invalid(format!(
+                        "event id {} is already in the log",
+                        event.event_id
+                    )));
+                }
+                Err(e) => return Err(unavailable("appending an event")(e).into()),
+            }
+            let aggregate = event.aggregate().unwrap_or(AggregateType::Complaint);
+            sqlx::query(
+                "INSERT INTO outbox (event_id, exchange, routing_key, stream, payload) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&event.event_id)
+            .bind(aggregate.exchange())
+            .bind(event.routing_key())
+            .bind(aggregate.stream())
+            .bind(&json)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable("writing an outbox row"))?;
+        }
+        tx.commit().await.map_err(unavailable("committing an append"))?;
+        Ok(Appended {
+            version: request.expected.0 + request.events.len() as u64,
+            last_position,
+        })
+    }
+
+    async fn read_stream(&self, stream_id: &str, from_version: u64) -> Result<Vec<Envelope>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT envelope FROM events WHERE stream_id = ? AND version >= ? ORDER BY version",
+        )
+        .bind(stream_id)
+        .bind(to_i64(from_version))
+        .fetch_all(&self.db.reader)
+        .await
+        .map_err(unavailable("reading a stream"))?;
+        rows.iter().map(|r| decode(r)).collect()
+    }
+
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<Positioned>, StoreError> {
+        let rows = sqlx::query("SELECT position, envelope FROM events WHERE position > ? ORDER BY position LIMIT ?")
+            .bind(to_i64(after))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.db.reader)
+            .await
+            .map_err(unavailable("reading all events"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(Positioned {
+                    position: to_u64(row.get(0)),
+                    envelope: decode(row.get(1))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn find_idempotency_key(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let row = sqlx::query("SELECT stream_id, fingerprint FROM idempotency_keys WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.db.reader)
+            .await
+            .map_err(unavailable("reading an idempotency key"))?;
+        Ok(row.map(|row| IdempotencyRecord {
+            key: key.to_owned(),
+            stream_id: row.get(0),
+            fingerprint: row.get(1),
+        }))
+    }
+
+    async fn pending_outbox(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, event_id, exchange, routing_key, stream, payload FROM outbox \
+             WHERE published_at IS NULL ORDER BY id LIMIT ?",
+        )
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.db.reader)
+        .await
+        .map_err(unavailable("reading the outbox"))?;
+        Ok(rows
+            .iter()
+            .map(|row| OutboxRow {
+                id: to_u64(row.get(0)),
+                event_id: row.get(1),
+                exchange: row.get(2),
+                routing_key: row.get(3),
+                stream: row.get(4),
+                payload: row.get(5),
+            })
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.db.reader)
+            .await
+            .map_err(unavailable("pinging the event log"))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,83 @@
+//! Per-request context: the correlation id (echoed or generated), a request id, the caller's
+//! user id, and the middleware that sets them, times the request and counts it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::Instrument;
+
+use crate::metrics::HttpMetrics;
+
+tokio::task_local! {
+    static CORRELATION_ID: String;
+}
+
+/// The correlation id of the request being served, or an empty string outside one.
+pub fn current_correlation_id() -> String {
+    CORRELATION_ID.try_with(Clone::clone).unwrap_or_default()
+}
+
+/// What a handler knows about the request it serves.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub correlation_id: String,
+    /// A fresh id for this request: the `causationId` of the events it records.
+    pub request_id: String,
+    /// `X-User-ID`, when the caller (a gateway) says who it is.
+    pub user_id: Option<String>,
+}
+
+/// The header names and metrics the middleware uses.
+#[derive(Debug, Clone)]
+pub struct Observe {
+    pub correlation_header: HeaderName,
+    pub metrics: Arc<HttpMetrics>,
+}
+
+/// Accepts a client's id only when it is short, visible ASCII; otherwise a new one is made.
+fn usable(value: &HeaderValue) -> Option<String> {
+    let s = value.to_str().ok()?.trim();
+    let ok = !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic());
+    ok.then(|| s.to_owned())
+}
+
+pub async fn observe(State(observe): State<Observe>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let correlation_id = req
+        .headers()
+        .get(&observe.correlation_header)
+        .and_then(usable)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let user_id = req
+        .headers()
+        .get("x-user-id")
+        .and_then(usable);
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().clone();
+    req.extensions_mut().insert(RequestContext {
+        correlation_id: correlation_id.clone(),
+        request_id: uuid::Uuid::new_v4().to_string(),
+        user_id,
+    });
+    let span = tracing::info_span!("request", method = %method, route = %route, correlationId = %correlation_id);
+    let mut response = CORRELATION_ID
+        .scope(correlation_id.clone(), next.run(req).instrument(span.clone()))
+        .await;
+    if let Ok(value) = HeaderValue::from_str(&correlation_id) {
+        response.headers_mut().insert(observe.correlation_header.clone(), value);
+    }
+    let status = response.status();
+    let elapsed = started.elapsed();
+    observe.metrics.observe(method.as_str(), &route, status.as_u16(), elapsed);
+    span.in_scope(|| {
+        tracing::info!(status = status.as_u16(), latencyMs = elapsed.as_secs_f64() * 1000.0, "request served");
+    });
+    response
+}

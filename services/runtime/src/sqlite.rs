@@ -1,0 +1,61 @@
+//! Opening embedded SQLite databases: WAL, `synchronous=FULL` (an acknowledged commit survives
+//! `kill -9` and power loss), one writer connection and a few readers.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+/// A database file with a single-connection writer pool (so writers never fight over the lock)
+/// and a reader pool.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pub writer: SqlitePool,
+    pub reader: SqlitePool,
+}
+
+impl Db {
+    /// Opens (creating it if needed) the database at `path` and runs `schema` on it.
+    pub async fn open(path: &Path, schema: &'static str) -> Result<Self, sqlx::Error> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        Self::connect(options, schema).await
+    }
+
+    /// Opens a `sqlite://` URL (as `DATABASE_URL` gives it).
+    pub async fn open_url(url: &str, schema: &'static str) -> Result<Self, sqlx::Error> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10));
+        Self::connect(options, schema).await
+    }
+
+    async fn connect(options: SqliteConnectOptions, schema: &'static str) -> Result<Self, sqlx::Error> {
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await?;
+        sqlx::raw_sql(schema).execute(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self { writer, reader })
+    }
+
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}

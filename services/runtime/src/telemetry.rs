@@ -1,0 +1,152 @@
+//! Logs (SPEC section 8): with `LOG_FORMAT=json`, one JSON object a line with `timestamp`,
+//! `level`, `message`, `service`, and every field of the event and of the spans around it
+//! (`correlationId`, `eventType`, `aggregateId` …) at the top level.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+use crate::config::{LogFormat, LogLevel};
+
+/// A span's fields, kept as JSON for the formatter.
+#[derive(Debug, Default)]
+struct SpanFields(Map<String, Value>);
+
+struct JsonVisitor<'a>(&'a mut Map<String, Value>);
+
+impl Visit for JsonVisitor<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0.insert(field.name().to_owned(), Value::String(format!("{value:?}")));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), Value::String(value.to_owned()));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        let mut text = value.to_string();
+        let mut source = value.source();
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        self.0.insert(field.name().to_owned(), Value::String(text));
+    }
+}
+
+/// Records span fields into the span's extensions.
+struct SpanFieldsLayer;
+
+impl<S> Layer<S> for SpanFieldsLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id) {
+            let mut fields = SpanFields::default();
+            attrs.record(&mut JsonVisitor(&mut fields.0));
+            span.extensions_mut().insert(fields);
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id)
+            && let Some(fields) = span.extensions_mut().get_mut::<SpanFields>()
+        {
+            values.record(&mut JsonVisitor(&mut fields.0));
+        }
+    }
+}
+
+/// Writes each event as one JSON object.
+struct JsonLines {
+    service: &'static str,
+}
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let mut line = Map::new();
+        line.insert(
+            "timestamp".into(),
+            Value::String(sagaflow_domain::time::format(&chrono::Utc::now())),
+        );
+        line.insert(
+            "level".into(),
+            Value::String(event.metadata().level().as_str().to_ascii_lowercase()),
+        );
+        line.insert("service".into(), Value::String(self.service.to_owned()));
+        line.insert("target".into(), Value::String(event.metadata().target().to_owned()));
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                if let Some(fields) = span.extensions().get::<SpanFields>() {
+                    for (k, v) in &fields.0 {
+                        line.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        event.record(&mut JsonVisitor(&mut line));
+        let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
+        writeln!(writer, "{text}")
+    }
+}
+
+fn level(l: LogLevel) -> Level {
+    match l {
+        LogLevel::Debug => Level::DEBUG,
+        LogLevel::Info => Level::INFO,
+        LogLevel::Warn => Level::WARN,
+        LogLevel::Error => Level::ERROR,
+    }
+}
+
+/// Installs the global subscriber, on stderr. Calling it twice keeps the first one.
+pub fn init(service: &'static str, log_level: LogLevel, format: LogFormat) {
+    let filter = Targets::new()
+        .with_default(LevelFilter::from_level(level(log_level)))
+        .with_target("sqlx", LevelFilter::WARN)
+        .with_target("hyper", LevelFilter::WARN);
+    let result = match format {
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(SpanFieldsLayer)
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .event_format(JsonLines { service }),
+            )
+            .with(filter)
+            .try_init(),
+        LogFormat::Pretty => tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).compact())
+            .with(filter)
+            .try_init(),
+    };
+    if result.is_err() {
+        tracing::debug!("a log subscriber was already installed");
+    }
+}
