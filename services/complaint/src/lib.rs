@@ -1,1 +1,138 @@
+//! The complaint service (port 3005): the event-sourced complaint aggregate's commands, its
+//! read model, and its HTTP API.
+//!
+//! - [`app`]: the use cases (create, commands with optimistic concurrency, queries).
+//! - [`projector`]: folds the event log into the read model.
+//! - [`read_model`]: the views port and its embedded adapter.
+//! - [`http`]: routes and handlers.
+//! - [`openapi`]: the OpenAPI document served at `/openapi.json`.
 
+pub mod app;
+pub mod http;
+pub mod openapi;
+pub mod projector;
+pub mod read_model;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::http::HeaderName;
+use sagaflow_runtime::event_log::sqlite::SqliteEventLog;
+use sagaflow_runtime::event_log::{EventLog, StoreError};
+use sagaflow_runtime::http::health::{HealthState, ReadinessCheck};
+use sagaflow_runtime::metrics::Metrics;
+
+use crate::app::ComplaintApp;
+use crate::read_model::ComplaintViews;
+use crate::read_model::sqlite::SqliteViews;
+
+pub const SERVICE: &str = "complaint-service";
+pub const DEFAULT_PORT: u16 = 3005;
+
+/// Where the service keeps its state.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// The embedded default: files under this directory.
+    DataDir(PathBuf),
+    /// `DATABASE_URL` (`sqlite://…`): events, outbox and views in that one database.
+    SqliteUrl(String),
+}
+
+/// The running service's parts.
+pub struct ComplaintService {
+    pub app: Arc<ComplaintApp>,
+    pub metrics: Metrics,
+    log: SqliteEventLog,
+    views: SqliteViews,
+    projecting: tokio::task::JoinHandle<()>,
+}
+
+struct Ping<T: ?Sized>(&'static str, Arc<T>);
+
+#[async_trait]
+impl ReadinessCheck for Ping<dyn EventLog> {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+    async fn check(&self) -> Result<(), String> {
+        self.1.ping().await.map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait]
+impl ReadinessCheck for Ping<dyn ComplaintViews> {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+    async fn check(&self) -> Result<(), String> {
+        self.1.ping().await.map_err(|e| e.to_string())
+    }
+}
+
+impl ComplaintService {
+    /// Opens the stores, brings the read model up to date, and keeps it so in the background.
+    pub async fn open(storage: &Storage) -> Result<Self, StoreError> {
+        let metrics = Metrics::new(SERVICE)
+            .map_err(|e| StoreError::Unavailable(format!("registering metrics: {e}")))?;
+        let (log, views) = match storage {
+            Storage::DataDir(dir) => {
+                let dir = dir.join("complaint");
+                std::fs::create_dir_all(&dir).map_err(|e| {
+                    StoreError::Unavailable(format!("creating {}: {e}", dir.display()))
+                })?;
+                (
+                    SqliteEventLog::open(&dir.join("events.db")).await?,
+                    SqliteViews::open(&dir.join("views.db")).await?,
+                )
+            }
+            Storage::SqliteUrl(url) => {
+                let log = SqliteEventLog::open_url(url).await?;
+                let path = url.trim_start_matches("sqlite://").split('?').next().unwrap_or_default();
+                (log, SqliteViews::open(std::path::Path::new(path)).await?)
+            }
+        };
+        let app = Arc::new(ComplaintApp::new(
+            Arc::new(log.clone()),
+            Arc::new(views.clone()),
+            metrics.clone(),
+        ));
+        let caught = app.projector().catch_up().await?;
+        tracing::info!(events = caught, "read model up to date");
+        let projector = app.projector();
+        let projecting = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                if let Err(e) = projector.catch_up().await {
+                    tracing::warn!(error = %e, "projecting complaint views");
+                }
+            }
+        });
+        Ok(Self { app, metrics, log, views, projecting })
+    }
+
+    /// The whole HTTP API, with health, metrics and the OpenAPI document.
+    pub fn router(&self, correlation_header: HeaderName) -> Router {
+        let health = HealthState {
+            checks: Arc::new(vec![
+                Arc::new(Ping::<dyn EventLog>("event-log", self.app.log())),
+                Arc::new(Ping::<dyn ComplaintViews>("read-model", self.app.views())),
+            ]),
+            metrics: self.metrics.clone(),
+        };
+        let router = http::routes(self.app.clone())
+            .merge(sagaflow_runtime::http::health::routes(health))
+            .merge(openapi::routes());
+        sagaflow_runtime::http::finish(router, correlation_header, &self.metrics)
+    }
+
+    /// Stops the background work and closes the stores.
+    pub async fn close(self) {
+        self.projecting.abort();
+        self.log.close().await;
+        self.views.close().await;
+    }
+}

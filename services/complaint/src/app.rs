@@ -1,0 +1,285 @@
+//! The complaint service's use cases: commands go through the aggregate and the event log;
+//! queries read the views. No HTTP here.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sagaflow_domain::complaint::Command;
+use sagaflow_domain::values::{Category, Description, Title, UserId};
+use sagaflow_domain::{
+    ComplaintProjection, ComplaintView, Context, DomainError, Envelope, Priority, decide, fold,
+};
+use sagaflow_runtime::event_log::{
+    AppendError, AppendRequest, EventLog, ExpectedVersion, IdempotencyRecord, StoreError,
+};
+use sagaflow_runtime::metrics::Metrics;
+
+use crate::projector::Projector;
+use crate::read_model::{ComplaintViews, Cursor, ListFilter, Page};
+
+/// How many times a command without `If-Match` is retried when another one wins the race.
+const RACE_RETRIES: usize = 16;
+
+/// A validated creation request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewComplaint {
+    pub user_id: UserId,
+    pub title: Title,
+    pub description: Description,
+    pub priority: Priority,
+    pub category: Category,
+}
+
+impl NewComplaint {
+    /// What tells a retry from a different request under the same idempotency key.
+    fn fingerprint(&self) -> String {
+        serde_json::json!([
+            self.user_id.as_str(),
+            self.title.as_str(),
+            self.description.as_str(),
+            self.priority.as_str(),
+            self.category.as_str()
+        ])
+        .to_string()
+    }
+}
+
+/// Who asks, for the events' metadata.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub correlation_id: String,
+    pub request_id: String,
+    pub user_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Refused(#[from] DomainError),
+    #[error("the complaint is at version {actual}, not {expected}")]
+    VersionConflict { expected: u64, actual: u64 },
+    #[error("this Idempotency-Key was used for a different request")]
+    IdempotencyKeyReused,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a create answered.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub view: ComplaintView,
+    /// True when an earlier request with the same idempotency key created it.
+    pub replayed: bool,
+}
+
+pub struct ComplaintApp {
+    log: Arc<dyn EventLog>,
+    views: Arc<dyn ComplaintViews>,
+    projector: Arc<Projector>,
+    metrics: Metrics,
+    clock: fn() -> DateTime<Utc>,
+}
+
+impl ComplaintApp {
+    pub fn new(log: Arc<dyn EventLog>, views: Arc<dyn ComplaintViews>, metrics: Metrics) -> Self {
+        let projector = Arc::new(Projector::new(log.clone(), views.clone()));
+        Self { log, views, projector, metrics, clock: Utc::now }
+    }
+
+    pub fn projector(&self) -> Arc<Projector> {
+        self.projector.clone()
+    }
+
+    pub fn log(&self) -> Arc<dyn EventLog> {
+        self.log.clone()
+    }
+
+    pub fn views(&self) -> Arc<dyn ComplaintViews> {
+        self.views.clone()
+    }
+
+    pub async fn create(
+        &self,
+        new: NewComplaint,
+        idempotency_key: Option<String>,
+        caller: &Caller,
+    ) -> Result<Created, AppError> {
+        let fingerprint = new.fingerprint();
+        if let Some(key) = &idempotency_key
+            && let Some(found) = self.log.find_idempotency_key(key).await?
+        {
+            return self.replay(found, &fingerprint).await;
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let command = Command::Create {
+            complaint_id: id.clone(),
+            user_id: new.user_id.clone(),
+            title: new.title,
+            description: new.description,
+            priority: new.priority,
+            category: new.category,
+        };
+        let caller = Caller {
+            user_id: caller.user_id.clone().or_else(|| Some(new.user_id.as_str().to_owned())),
+            ..caller.clone()
+        };
+        let idempotency = idempotency_key.map(|key| IdempotencyRecord {
+            key,
+            stream_id: id.clone(),
+            fingerprint,
+        });
+        match self.record(&id, Vec::new(), &command, None, &caller, idempotency).await {
+            Ok(view) => Ok(Created { view, replayed: false }),
+            Err(Recorded::DuplicateKey(found)) => {
+                let fingerprint = found.fingerprint.clone();
+                self.replay(found, &fingerprint).await
+            }
+            Err(Recorded::Failed(e)) => Err(e),
+        }
+    }
+
+    async fn replay(&self, found: IdempotencyRecord, fingerprint: &str) -> Result<Created, AppError> {
+        if found.fingerprint != fingerprint {
+            return Err(AppError::IdempotencyKeyReused);
+        }
+        let view = self.view_after(&found.stream_id, 0).await?;
+        Ok(Created { view, replayed: true })
+    }
+
+    /// Runs a command on an existing complaint. With `if_match`, the complaint must be at that
+    /// version; without, a lost race is retried against the newer state.
+    pub async fn execute(
+        &self,
+        id: &str,
+        command: Command,
+        if_match: Option<u64>,
+        caller: &Caller,
+    ) -> Result<ComplaintView, AppError> {
+        for _ in 0..RACE_RETRIES {
+            let events = self.log.read_stream(id, 1).await?;
+            if events.is_empty() {
+                return Err(DomainError::NotFound.into());
+            }
+            let version = events.len() as u64;
+            if let Some(expected) = if_match
+                && expected != version
+            {
+                return Err(AppError::VersionConflict { expected, actual: version });
+            }
+            match self.record(id, events, &command, if_match, caller, None).await {
+                Err(Recorded::Failed(AppError::VersionConflict { .. })) if if_match.is_none() => continue,
+                Err(Recorded::Failed(e)) => return Err(e),
+                Err(Recorded::DuplicateKey(_)) => {
+                    return Err(StoreError::Corrupt("an idempotency key where none was given".into()).into());
+                }
+                Ok(view) => return Ok(view),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "complaint {id} changed {RACE_RETRIES} times while this command was being decided; try again"
+        ))
+        .into())
+    }
+
+    /// Decides against the stream `history`, appends, and answers the view that includes the
+    /// new events.
+    async fn record(
+        &self,
+        id: &str,
+        history: Vec<Envelope>,
+        command: &Command,
+        if_match: Option<u64>,
+        caller: &Caller,
+        idempotency: Option<IdempotencyRecord>,
+    ) -> Result<ComplaintView, Recorded> {
+        let state = fold(&history).map_err(|e| {
+            AppError::Store(StoreError::Corrupt(format!("complaint {id} cannot be folded: {e}")))
+        })?;
+        let at = (self.clock)();
+        let payloads = decide(&state, command, at).map_err(AppError::from)?;
+        let ctx = Context {
+            correlation_id: caller.correlation_id.clone(),
+            causation_id: Some(caller.request_id.clone()),
+            user_id: caller.user_id.clone(),
+            at,
+        };
+        let events: Vec<Envelope> = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                Envelope::new(uuid::Uuid::new_v4().to_string(), id, state.version + 1 + i as u64, p, &ctx)
+            })
+            .collect();
+        let request = AppendRequest {
+            stream_id: id.to_owned(),
+            expected: ExpectedVersion(state.version),
+            events: events.clone(),
+            idempotency,
+        };
+        let appended = match self.log.append(request).await {
+            Ok(done) => done,
+            Err(AppendError::Conflict { actual, .. }) => {
+                return Err(AppError::VersionConflict {
+                    expected: if_match.unwrap_or(state.version),
+                    actual,
+                }
+                .into());
+            }
+            Err(AppendError::DuplicateIdempotencyKey(found)) => return Err(Recorded::DuplicateKey(found)),
+            Err(AppendError::Invalid(e)) => {
+                return Err(AppError::Store(StoreError::Corrupt(format!("an append was refused: {e}"))).into());
+            }
+            Err(AppendError::Store(e)) => return Err(AppError::Store(e).into()),
+        };
+        for e in &events {
+            self.metrics.event_published(&e.event_type);
+            tracing::info!(eventType = %e.event_type, aggregateId = %id, version = e.metadata.version, "event recorded");
+        }
+        match self.view_after(id, appended.last_position).await {
+            Ok(view) => Ok(view),
+            Err(e) => {
+                // The command is committed; answer from the stream itself rather than fail it.
+                tracing::warn!(error = %e, aggregateId = %id, "read model behind; answering from the stream");
+                let mut projection = ComplaintProjection::default();
+                for event in history.iter().chain(&events) {
+                    projection.apply(event).map_err(|e| {
+                        AppError::Store(StoreError::Corrupt(format!("complaint {id}: {e}")))
+                    })?;
+                }
+                projection
+                    .view()
+                    .ok_or_else(|| AppError::Store(StoreError::Corrupt("an empty stream after an append".into())).into())
+            }
+        }
+    }
+
+    /// The view of `id` once the projection has reached `position`.
+    async fn view_after(&self, id: &str, position: u64) -> Result<ComplaintView, AppError> {
+        self.projector.catch_up_to(position).await?;
+        self.views
+            .get(id)
+            .await?
+            .ok_or_else(|| AppError::Refused(DomainError::NotFound))
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<ComplaintView>, AppError> {
+        Ok(self.views.get(id).await?)
+    }
+
+    pub async fn list(&self, filter: &ListFilter, limit: u32, cursor: Option<Cursor>) -> Result<Page, AppError> {
+        Ok(self.views.list(filter, limit, cursor).await?)
+    }
+}
+
+/// Why `record` did not answer a view.
+enum Recorded {
+    DuplicateKey(IdempotencyRecord),
+    Failed(AppError),
+}
+
+impl From<AppError> for Recorded {
+    fn from(e: AppError) -> Self {
+        Recorded::Failed(e)
+    }
+}
+

@@ -1,0 +1,95 @@
+//! The projector: folds the event log, in commit order, into the complaint views.
+//!
+//! It is the only writer of the read model. Calls are serialised; one call catches up on
+//! everything committed so far, so commands that finish together share one view update.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sagaflow_domain::AggregateType;
+use sagaflow_runtime::event_log::{EventLog, StoreError};
+
+use crate::read_model::{ComplaintViews, StoredProjection};
+
+const BATCH: usize = 512;
+
+pub struct Projector {
+    log: Arc<dyn EventLog>,
+    views: Arc<dyn ComplaintViews>,
+    /// The checkpoint as last saved; only read or moved under `lock`.
+    reached: AtomicU64,
+    lock: tokio::sync::Mutex<bool>,
+}
+
+impl Projector {
+    pub fn new(log: Arc<dyn EventLog>, views: Arc<dyn ComplaintViews>) -> Self {
+        Self {
+            log,
+            views,
+            reached: AtomicU64::new(0),
+            lock: tokio::sync::Mutex::new(false),
+        }
+    }
+
+    /// The global position the views include.
+    pub fn position(&self) -> u64 {
+        self.reached.load(Ordering::Acquire)
+    }
+
+    /// Makes the views include at least global position `target`.
+    pub async fn catch_up_to(&self, target: u64) -> Result<(), StoreError> {
+        if self.position() >= target {
+            return Ok(());
+        }
+        self.catch_up().await.map(|_| ())
+    }
+
+    /// Applies every event committed so far; returns how many it read.
+    pub async fn catch_up(&self) -> Result<usize, StoreError> {
+        let mut loaded = self.lock.lock().await;
+        if !*loaded {
+            self.reached.store(self.views.checkpoint().await?, Ordering::Release);
+            *loaded = true;
+        }
+        let mut total = 0;
+        loop {
+            let from = self.position();
+            let batch = self.log.read_all(from, BATCH).await?;
+            let Some(last) = batch.last().map(|p| p.position) else {
+                return Ok(total);
+            };
+            let ids: Vec<String> = batch
+                .iter()
+                .filter(|p| p.envelope.aggregate() == Some(AggregateType::Complaint))
+                .map(|p| p.envelope.aggregate_id.clone())
+                .collect();
+            let mut views = self.views.load(&ids).await?;
+            let mut changed = HashSet::new();
+            for p in &batch {
+                if p.envelope.aggregate() != Some(AggregateType::Complaint) {
+                    continue;
+                }
+                let id = &p.envelope.aggregate_id;
+                let stored = views.entry(id.clone()).or_insert_with(|| StoredProjection {
+                    seq: p.position,
+                    projection: Default::default(),
+                });
+                let applied = stored.projection.apply(&p.envelope).map_err(|e| {
+                    StoreError::Corrupt(format!("complaint {id} cannot be projected: {e}"))
+                })?;
+                if applied {
+                    changed.insert(id.clone());
+                }
+            }
+            let updates: Vec<(String, StoredProjection)> = views
+                .into_iter()
+                .filter(|(id, _)| changed.contains(id))
+                .collect();
+            self.views.save(&updates, last).await?;
+            self.reached.store(last, Ordering::Release);
+            total += batch.len();
+            tracing::debug!(events = batch.len(), position = last, "projected");
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The embedded read model: one SQLite file, one row a complaint with its filter columns
+//! indexed, so that a filtered page costs the same with a million complaints as with ten.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use async_trait::async_trait;
+use sagaflow_domain::{ComplaintProjection, ComplaintView};
+use sagaflow_runtime::event_log::StoreError;
+use sagaflow_runtime::sqlite::Db;
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use super::{ComplaintViews, Cursor, ListFilter, Page, StoredProjection};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS complaint_views (
+    id          TEXT PRIMARY KEY,
+    seq         INTEGER NOT NULL UNIQUE,
+    user_id     TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    priority    TEXT NOT NULL,
+    category    TEXT NOT NULL,
+    assigned_to TEXT,
+    version     INTEGER NOT NULL,
+    projection  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS views_status ON complaint_views (status, seq);
+CREATE INDEX IF NOT EXISTS views_priority ON complaint_views (priority, seq);
+CREATE INDEX IF NOT EXISTS views_category ON complaint_views (category, seq);
+CREATE INDEX IF NOT EXISTS views_assigned_to ON complaint_views (assigned_to, seq);
+CREATE INDEX IF NOT EXISTS views_user_id ON complaint_views (user_id, seq);
+CREATE TABLE IF NOT EXISTS projection_checkpoint (
+    name     TEXT PRIMARY KEY,
+    position INTEGER NOT NULL
+);
+"#;
+
+const CHECKPOINT: &str = "complaint_views";
+
+#[derive(Debug, Clone)]
+pub struct SqliteViews {
+    db: Db,
+}
+
+fn unavailable(context: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |e| StoreError::Unavailable(format!("{context}: {e}"))
+}
+
+fn parse(text: &str) -> Result<ComplaintProjection, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("a stored complaint view: {e}")))
+}
+
+fn view_of(text: &str) -> Result<ComplaintView, StoreError> {
+    parse(text)?
+        .view()
+        .ok_or_else(|| StoreError::Corrupt("a stored view of a complaint never created".into()))
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn u64_of(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+impl SqliteViews {
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Db::open(path, SCHEMA)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", path.display())))?;
+        Ok(Self { db })
+    }
+
+    pub async fn close(&self) {
+        self.db.close().await;
+    }
+}
+
+#[async_trait]
+impl ComplaintViews for SqliteViews {
+    async fn checkpoint(&self) -> Result<u64, StoreError> {
+        let position: Option<i64> = sqlx::query_scalar("SELECT position FROM projection_checkpoint WHERE name = ?")
+            .bind(CHECKPOINT)
+            .fetch_optional(&self.db.writer)
+            .await
+            .map_err(unavailable("reading the projection checkpoint"))?;
+        Ok(position.map_or(0, u64_of))
+    }
+
+    async fn load(&self, ids: &[String]) -> Result<HashMap<String, StoredProjection>, StoreError> {
+        let mut out = HashMap::new();
+        for chunk in ids.chunks(200) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT id, seq, projection FROM complaint_views WHERE id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(id);
+            }
+            q.push(")");
+            let rows = q
+                .build()
+                .fetch_all(&self.db.writer)
+                .await
+                .map_err(unavailable("loading complaint views"))?;
+            for row in rows {
+                let id: String = row.get(0);
+                let projection = parse(row.get(2))?;
+                out.insert(id, StoredProjection { seq: u64_of(row.get(1)), projection });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn save(&self, projections: &[(String, StoredProjection)], checkpoint: u64) -> Result<(), StoreError> {
+        let mut tx = self.db.writer.begin().await.map_err(unavailable("beginning a view update"))?;
+        for (id, stored) in projections {
+            let Some(c) = stored.projection.state.complaint.as_ref() else {
+                continue;
+            };
+            let json = serde_json::to_string(&stored.projection)
+                .map_err(|e| StoreError::Corrupt(format!("serialising a view: {e}")))?;
+            sqlx::query(
+                "INSERT INTO complaint_views (id, seq, user_id, status, priority, category, assigned_to, version, projection) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (id) DO UPDATE SET status = excluded.status, priority = excluded.priority, \
+                 category = excluded.category, assigned_to = excluded.assigned_to, version = excluded.version, \
+                 projection = excluded.projection",
+            )
+            .bind(id)
+            .bind(i64_of(stored.seq))
+            .bind(&c.user_id)
+            .bind(c.status.as_str())
+            .bind(c.priority.as_str())
+            .bind(&c.category)
+            .bind(&c.assigned_to)
+            .bind(i64_of(stored.projection.state.version))
+            .bind(json)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable("writing a complaint view"))?;
+        }
+        sqlx::query(
+            "INSERT INTO projection_checkpoint (name, position) VALUES (?, ?) \
+             ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+        )
+        .bind(CHECKPOINT)
+        .bind(i64_of(checkpoint))
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable("writing the projection checkpoint"))?;
+        tx.commit().await.map_err(unavailable("committing a view update"))
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<ComplaintView>, StoreError> {
+        let row: Option<String> = sqlx::query_scalar("SELECT projection FROM complaint_views WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.db.reader)
+            .await
+            .map_err(unavailable("reading a complaint view"))?;
+        row.as_deref().map(view_of).transpose()
+    }
+
+    async fn list(&self, filter: &ListFilter, limit: u32, cursor: Option<Cursor>) -> Result<Page, StoreError> {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT seq, projection FROM complaint_views WHERE 1 = 1");
+        if let Some(s) = filter.status {
+            q.push(" AND status = ").push_bind(s.as_str());
+        }
+        if let Some(p) = filter.priority {
+            q.push(" AND priority = ").push_bind(p.as_str());
+        }
+        if let Some(c) = &filter.category {
+            q.push(" AND category = ").push_bind(c.clone());
+        }
+        if let Some(a) = &filter.assigned_to {
+            q.push(" AND assigned_to = ").push_bind(a.clone());
+        }
+        if let Some(u) = &filter.user_id {
+            q.push(" AND user_id = ").push_bind(u.clone());
+        }
+        if let Some(c) = cursor {
+            q.push(" AND seq < ").push_bind(i64_of(c.before_seq));
+        }
+        q.push(" ORDER BY seq DESC LIMIT ").push_bind(i64::from(limit) + 1);
+        let rows = q
+            .build()
+            .fetch_all(&self.db.reader)
+            .await
+            .map_err(unavailable("listing complaint views"))?;
+        let more = rows.len() > limit as usize;
+        let mut items = Vec::with_capacity(rows.len().min(limit as usize));
+        let mut last_seq = 0;
+        for row in rows.iter().take(limit as usize) {
+            last_seq = u64_of(row.get(0));
+            items.push(view_of(row.get(1))?);
+        }
+        Ok(Page {
+            items,
+            next: more.then_some(Cursor { before_seq: last_seq }),
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.db.reader)
+            .await
+            .map_err(unavailable("pinging the read model"))?;
+        Ok(())
+    }
+}
