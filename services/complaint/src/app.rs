@@ -142,6 +142,8 @@ impl ComplaintApp {
         if found.fingerprint != fingerprint {
             return Err(AppError::IdempotencyKeyReused);
         }
+        // The first request may have committed without its view being projected yet.
+        self.projector.catch_up().await?;
         let view = self.view_after(&found.stream_id, 0).await?;
         Ok(Created { view, replayed: true })
     }
