@@ -83,7 +83,13 @@ pub struct ComplaintApp {
 impl ComplaintApp {
     pub fn new(log: Arc<dyn EventLog>, views: Arc<dyn ComplaintViews>, metrics: Metrics) -> Self {
         let projector = Arc::new(Projector::new(log.clone(), views.clone()));
-        Self { log, views, projector, metrics, clock: Utc::now }
+        Self {
+            log,
+            views,
+            projector,
+            metrics,
+            clock: Utc::now,
+        }
     }
 
     pub fn projector(&self) -> Arc<Projector> {
@@ -120,7 +126,10 @@ impl ComplaintApp {
             category: new.category,
         };
         let caller = Caller {
-            user_id: caller.user_id.clone().or_else(|| Some(new.user_id.as_str().to_owned())),
+            user_id: caller
+                .user_id
+                .clone()
+                .or_else(|| Some(new.user_id.as_str().to_owned())),
             ..caller.clone()
         };
         let idempotency = idempotency_key.map(|key| IdempotencyRecord {
@@ -128,8 +137,14 @@ impl ComplaintApp {
             stream_id: id.clone(),
             fingerprint,
         });
-        match self.record(&id, Vec::new(), &command, None, &caller, idempotency).await {
-            Ok(view) => Ok(Created { view, replayed: false }),
+        match self
+            .record(&id, Vec::new(), &command, None, &caller, idempotency)
+            .await
+        {
+            Ok(view) => Ok(Created {
+                view,
+                replayed: false,
+            }),
             Err(Recorded::DuplicateKey(found)) => {
                 let fingerprint = found.fingerprint.clone();
                 self.replay(found, &fingerprint).await
@@ -138,14 +153,21 @@ impl ComplaintApp {
         }
     }
 
-    async fn replay(&self, found: IdempotencyRecord, fingerprint: &str) -> Result<Created, AppError> {
+    async fn replay(
+        &self,
+        found: IdempotencyRecord,
+        fingerprint: &str,
+    ) -> Result<Created, AppError> {
         if found.fingerprint != fingerprint {
             return Err(AppError::IdempotencyKeyReused);
         }
         // The first request may have committed without its view being projected yet.
         self.projector.catch_up().await?;
         let view = self.view_after(&found.stream_id, 0).await?;
-        Ok(Created { view, replayed: true })
+        Ok(Created {
+            view,
+            replayed: true,
+        })
     }
 
     /// Runs a command on an existing complaint. With `if_match`, the complaint must be at that
@@ -166,13 +188,24 @@ impl ComplaintApp {
             if let Some(expected) = if_match
                 && expected != version
             {
-                return Err(AppError::VersionConflict { expected, actual: version });
+                return Err(AppError::VersionConflict {
+                    expected,
+                    actual: version,
+                });
             }
-            match self.record(id, events, &command, if_match, caller, None).await {
-                Err(Recorded::Failed(AppError::VersionConflict { .. })) if if_match.is_none() => continue,
+            match self
+                .record(id, events, &command, if_match, caller, None)
+                .await
+            {
+                Err(Recorded::Failed(AppError::VersionConflict { .. })) if if_match.is_none() => {
+                    continue;
+                }
                 Err(Recorded::Failed(e)) => return Err(e),
                 Err(Recorded::DuplicateKey(_)) => {
-                    return Err(StoreError::Corrupt("an idempotency key where none was given".into()).into());
+                    return Err(StoreError::Corrupt(
+                        "an idempotency key where none was given".into(),
+                    )
+                    .into());
                 }
                 Ok(view) => return Ok(view),
             }
@@ -195,7 +228,9 @@ impl ComplaintApp {
         idempotency: Option<IdempotencyRecord>,
     ) -> Result<ComplaintView, Recorded> {
         let state = fold(&history).map_err(|e| {
-            AppError::Store(StoreError::Corrupt(format!("complaint {id} cannot be folded: {e}")))
+            AppError::Store(StoreError::Corrupt(format!(
+                "complaint {id} cannot be folded: {e}"
+            )))
         })?;
         let at = (self.clock)();
         let payloads = decide(&state, command, at).map_err(AppError::from)?;
@@ -209,7 +244,13 @@ impl ComplaintApp {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                Envelope::new(uuid::Uuid::new_v4().to_string(), id, state.version + 1 + i as u64, p, &ctx)
+                Envelope::new(
+                    uuid::Uuid::new_v4().to_string(),
+                    id,
+                    state.version + 1 + i as u64,
+                    p,
+                    &ctx,
+                )
             })
             .collect();
         let request = AppendRequest {
@@ -227,9 +268,14 @@ impl ComplaintApp {
                 }
                 .into());
             }
-            Err(AppendError::DuplicateIdempotencyKey(found)) => return Err(Recorded::DuplicateKey(found)),
+            Err(AppendError::DuplicateIdempotencyKey(found)) => {
+                return Err(Recorded::DuplicateKey(found));
+            }
             Err(AppendError::Invalid(e)) => {
-                return Err(AppError::Store(StoreError::Corrupt(format!("an append was refused: {e}"))).into());
+                return Err(AppError::Store(StoreError::Corrupt(format!(
+                    "an append was refused: {e}"
+                )))
+                .into());
             }
             Err(AppendError::Store(e)) => return Err(AppError::Store(e).into()),
         };
@@ -248,9 +294,12 @@ impl ComplaintApp {
                         AppError::Store(StoreError::Corrupt(format!("complaint {id}: {e}")))
                     })?;
                 }
-                projection
-                    .view()
-                    .ok_or_else(|| AppError::Store(StoreError::Corrupt("an empty stream after an append".into())).into())
+                projection.view().ok_or_else(|| {
+                    AppError::Store(StoreError::Corrupt(
+                        "an empty stream after an append".into(),
+                    ))
+                    .into()
+                })
             }
         }
     }
@@ -261,14 +310,19 @@ impl ComplaintApp {
         self.views
             .get(id)
             .await?
-            .ok_or_else(|| AppError::Refused(DomainError::NotFound))
+            .ok_or(AppError::Refused(DomainError::NotFound))
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<ComplaintView>, AppError> {
         Ok(self.views.get(id).await?)
     }
 
-    pub async fn list(&self, filter: &ListFilter, limit: u32, cursor: Option<Cursor>) -> Result<Page, AppError> {
+    pub async fn list(
+        &self,
+        filter: &ListFilter,
+        limit: u32,
+        cursor: Option<Cursor>,
+    ) -> Result<Page, AppError> {
         Ok(self.views.list(filter, limit, cursor).await?)
     }
 }
@@ -284,4 +338,3 @@ impl From<AppError> for Recorded {
         Recorded::Failed(e)
     }
 }
-

@@ -34,12 +34,18 @@ impl From<AppError> for ApiError {
     fn from(e: AppError) -> Self {
         match e {
             AppError::Refused(DomainError::NotFound) => ApiError::not_found("complaint not found"),
-            AppError::Refused(e @ DomainError::AlreadyExists) => ApiError::invalid_transition(e.to_string()),
-            AppError::Refused(e @ DomainError::InvalidTransition { .. }) => ApiError::invalid_transition(e.to_string()),
-            e @ AppError::VersionConflict { .. } => ApiError::version_conflict(e.to_string()),
-            e @ AppError::IdempotencyKeyReused => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED", e.to_string())
+            AppError::Refused(e @ DomainError::AlreadyExists) => {
+                ApiError::invalid_transition(e.to_string())
             }
+            AppError::Refused(e @ DomainError::InvalidTransition { .. }) => {
+                ApiError::invalid_transition(e.to_string())
+            }
+            e @ AppError::VersionConflict { .. } => ApiError::version_conflict(e.to_string()),
+            e @ AppError::IdempotencyKeyReused => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "IDEMPOTENCY_KEY_REUSED",
+                e.to_string(),
+            ),
             AppError::Store(StoreError::Unavailable(e)) => {
                 tracing::warn!(error = %e, "a backend is unavailable");
                 ApiError::unavailable("the complaint store is unavailable; retry later")
@@ -78,13 +84,21 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
-    let bad = || ApiError::invalid_field("If-Match", "must be an ETag such as \"3\" (the complaint's version)");
+    let bad = || {
+        ApiError::invalid_field(
+            "If-Match",
+            "must be an ETag such as \"3\" (the complaint's version)",
+        )
+    };
     let text = value.to_str().map_err(|_| bad())?.trim();
     if text == "*" {
         return Ok(None);
     }
     let text = text.strip_prefix("W/").unwrap_or(text);
-    let text = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text);
+    let text = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
     text.parse::<u64>().map(Some).map_err(|_| bad())
 }
 
@@ -92,7 +106,12 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
-    let bad = || ApiError::invalid_field("Idempotency-Key", "must be 1 to 255 visible ASCII characters");
+    let bad = || {
+        ApiError::invalid_field(
+            "Idempotency-Key",
+            "must be 1 to 255 visible ASCII characters",
+        )
+    };
     let text = value.to_str().map_err(|_| bad())?.trim();
     if text.is_empty() || text.len() > 255 || !text.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(bad());
@@ -110,7 +129,8 @@ async fn create(
     let new = NewComplaint {
         user_id: UserId::parse("userId", body.required_str("userId")?).map_err(field)?,
         title: Title::parse("title", body.required_str("title")?).map_err(field)?,
-        description: Description::parse("description", body.required_str("description")?).map_err(field)?,
+        description: Description::parse("description", body.required_str("description")?)
+            .map_err(field)?,
         priority: Priority::parse("priority", &body.required_str("priority")?).map_err(field)?,
         category: Category::parse("category", body.required_str("category")?).map_err(field)?,
     };
@@ -120,12 +140,17 @@ async fn create(
     let mut response = answer(StatusCode::CREATED, created.view);
     response.headers_mut().insert(header::LOCATION, location);
     if created.replayed {
-        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
 }
 
-async fn get_one(State(app): State<Arc<ComplaintApp>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn get_one(
+    State(app): State<Arc<ComplaintApp>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     match app.get(&id).await? {
         Some(view) => Ok(answer(StatusCode::OK, view)),
         None => Err(ApiError::not_found("complaint not found")),
@@ -151,7 +176,8 @@ async fn assign(
     headers: HeaderMap,
     body: JsonObject,
 ) -> Result<Response, ApiError> {
-    let assigned_to = UserId::parse("assignedTo", body.required_str("assignedTo")?).map_err(field)?;
+    let assigned_to =
+        UserId::parse("assignedTo", body.required_str("assignedTo")?).map_err(field)?;
     run(&app, &id, Command::Assign { assigned_to }, &headers, &ctx).await
 }
 
@@ -194,7 +220,17 @@ async fn compensate(
 ) -> Result<Response, ApiError> {
     let reason = Reason::parse("reason", body.required_str("reason")?).map_err(field)?;
     let failed_event_id = body.optional_str("failedEventId")?;
-    run(&app, &id, Command::Compensate { reason, failed_event_id }, &headers, &ctx).await
+    run(
+        &app,
+        &id,
+        Command::Compensate {
+            reason,
+            failed_event_id,
+        },
+        &headers,
+        &ctx,
+    )
+    .await
 }
 
 /// Parses the list's query string; an unknown parameter is refused, so a typo never silently
@@ -207,20 +243,44 @@ fn list_query(raw: Option<&str>) -> Result<(ListFilter, u32, Option<Cursor>), Ap
     for (name, value) in pairs {
         match name.as_str() {
             "status" => filter.status = Some(Status::parse("status", &value).map_err(field)?),
-            "priority" => filter.priority = Some(Priority::parse("priority", &value).map_err(field)?),
-            "category" => filter.category = Some(Category::parse("category", value).map_err(field)?.into_inner()),
-            "assignedTo" => filter.assigned_to = Some(UserId::parse("assignedTo", value).map_err(field)?.into_inner()),
-            "userId" => filter.user_id = Some(UserId::parse("userId", value).map_err(field)?.into_inner()),
+            "priority" => {
+                filter.priority = Some(Priority::parse("priority", &value).map_err(field)?)
+            }
+            "category" => {
+                filter.category = Some(
+                    Category::parse("category", value)
+                        .map_err(field)?
+                        .into_inner(),
+                )
+            }
+            "assignedTo" => {
+                filter.assigned_to = Some(
+                    UserId::parse("assignedTo", value)
+                        .map_err(field)?
+                        .into_inner(),
+                )
+            }
+            "userId" => {
+                filter.user_id = Some(UserId::parse("userId", value).map_err(field)?.into_inner())
+            }
             "limit" => {
                 limit = value
                     .parse::<u32>()
                     .ok()
                     .filter(|l| (1..=MAX_LIMIT).contains(l))
-                    .ok_or_else(|| ApiError::invalid_field("limit", format!("must be an integer from 1 to {MAX_LIMIT}, got {value:?}")))?;
+                    .ok_or_else(|| {
+                        ApiError::invalid_field(
+                            "limit",
+                            format!("must be an integer from 1 to {MAX_LIMIT}, got {value:?}"),
+                        )
+                    })?;
             }
             "cursor" => {
                 cursor = Some(Cursor::decode(&value).ok_or_else(|| {
-                    ApiError::invalid_field("cursor", "is not a cursor this API gave (use nextCursor as it is)")
+                    ApiError::invalid_field(
+                        "cursor",
+                        "is not a cursor this API gave (use nextCursor as it is)",
+                    )
                 })?);
             }
             other => {
@@ -257,7 +317,9 @@ fn decode(text: &str) -> Result<String, ApiError> {
                     .get(i + 1..i + 3)
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| ApiError::invalid_field("query", "has a malformed percent-escape"))?;
+                    .ok_or_else(|| {
+                        ApiError::invalid_field("query", "has a malformed percent-escape")
+                    })?;
                 out.push(hex);
                 i += 2;
             }
@@ -265,10 +327,14 @@ fn decode(text: &str) -> Result<String, ApiError> {
         }
         i += 1;
     }
-    String::from_utf8(out).map_err(|_| ApiError::invalid_field("query", "is not UTF-8 once decoded"))
+    String::from_utf8(out)
+        .map_err(|_| ApiError::invalid_field("query", "is not UTF-8 once decoded"))
 }
 
-async fn list(State(app): State<Arc<ComplaintApp>>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+async fn list(
+    State(app): State<Arc<ComplaintApp>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let (filter, limit, cursor) = list_query(raw.as_deref())?;
     let page = app.list(&filter, limit, cursor).await?;
     Ok(Json(serde_json::json!({
@@ -286,7 +352,12 @@ mod tests {
     fn if_match_forms() {
         let mut h = HeaderMap::new();
         assert_eq!(if_match(&h).ok(), Some(None));
-        for (text, want) in [("\"3\"", Some(3)), ("W/\"4\"", Some(4)), ("5", Some(5)), ("*", None)] {
+        for (text, want) in [
+            ("\"3\"", Some(3)),
+            ("W/\"4\"", Some(4)),
+            ("5", Some(5)),
+            ("*", None),
+        ] {
             h.insert(header::IF_MATCH, HeaderValue::from_static(text));
             assert_eq!(if_match(&h).ok(), Some(want), "{text}");
         }
@@ -296,10 +367,26 @@ mod tests {
 
     #[test]
     fn list_query_parses_and_names_bad_parameters() {
-        let (f, limit, cursor) = list_query(Some("status=OPEN&category=home%20%26%20garden&limit=10")).unwrap();
-        assert_eq!((f.status, f.category.as_deref(), limit, cursor), (Some(Status::Open), Some("home & garden"), 10, None));
-        for (q, name) in [("limit=0", "limit"), ("limit=201", "limit"), ("limit=x", "limit"), ("status=open", "status"), ("cursor=zz", "cursor"), ("staus=OPEN", "staus"), ("category=%zz", "query")] {
-            assert_eq!(list_query(Some(q)).unwrap_err().field.as_deref(), Some(name), "{q}");
+        let (f, limit, cursor) =
+            list_query(Some("status=OPEN&category=home%20%26%20garden&limit=10")).unwrap();
+        assert_eq!(
+            (f.status, f.category.as_deref(), limit, cursor),
+            (Some(Status::Open), Some("home & garden"), 10, None)
+        );
+        for (q, name) in [
+            ("limit=0", "limit"),
+            ("limit=201", "limit"),
+            ("limit=x", "limit"),
+            ("status=open", "status"),
+            ("cursor=zz", "cursor"),
+            ("staus=OPEN", "staus"),
+            ("category=%zz", "query"),
+        ] {
+            assert_eq!(
+                list_query(Some(q)).unwrap_err().field.as_deref(),
+                Some(name),
+                "{q}"
+            );
         }
     }
 }

@@ -90,7 +90,11 @@ impl ComplaintService {
             }
             Storage::SqliteUrl(url) => {
                 let log = SqliteEventLog::open_url(url).await?;
-                let path = url.trim_start_matches("sqlite://").split('?').next().unwrap_or_default();
+                let path = url
+                    .trim_start_matches("sqlite://")
+                    .split('?')
+                    .next()
+                    .unwrap_or_default();
                 (log, SqliteViews::open(std::path::Path::new(path)).await?)
             }
         };
@@ -111,7 +115,13 @@ impl ComplaintService {
                 }
             }
         });
-        Ok(Self { app, metrics, log, views, projecting })
+        Ok(Self {
+            app,
+            metrics,
+            log,
+            views,
+            projecting,
+        })
     }
 
     /// The whole HTTP API, with health, metrics and the OpenAPI document.

@@ -49,7 +49,8 @@ impl Projector {
     pub async fn catch_up(&self) -> Result<usize, StoreError> {
         let mut loaded = self.lock.lock().await;
         if !*loaded {
-            self.reached.store(self.views.checkpoint().await?, Ordering::Release);
+            self.reached
+                .store(self.views.checkpoint().await?, Ordering::Release);
             *loaded = true;
         }
         let mut total = 0;

@@ -210,7 +210,9 @@ pub fn check(complaint: &Complaint, event: &Payload) -> Result<(), String> {
             if c.restored_status != step.status_before
                 || c.restored_assignee != step.assignee_before
             {
-                return Err("the restored status or assignee is not the one before the step".into());
+                return Err(
+                    "the restored status or assignee is not the one before the step".into(),
+                );
             }
             return Ok(());
         }
@@ -237,7 +239,9 @@ pub fn check(complaint: &Complaint, event: &Payload) -> Result<(), String> {
         ));
     }
     match event {
-        Payload::ComplaintCompensationRequired(r) if complaint.step(&r.failed_event_id).is_none() => {
+        Payload::ComplaintCompensationRequired(r)
+            if complaint.step(&r.failed_event_id).is_none() =>
+        {
             Err(format!(
                 "event {} is not a step that can still be undone",
                 r.failed_event_id
@@ -269,7 +273,17 @@ pub fn decide(
     at: DateTime<Utc>,
 ) -> Result<Vec<Payload>, DomainError> {
     let complaint = match (&state.complaint, command) {
-        (None, Command::Create { complaint_id, user_id, title, description, priority, category }) => {
+        (
+            None,
+            Command::Create {
+                complaint_id,
+                user_id,
+                title,
+                description,
+                priority,
+                category,
+            },
+        ) => {
             return Ok(vec![Payload::ComplaintCreated(ComplaintCreated {
                 complaint_id: complaint_id.clone(),
                 user_id: user_id.as_str().to_owned(),
@@ -295,7 +309,11 @@ pub fn decide(
         }),
         Command::Process { resolution } => Payload::ComplaintProcessed(ComplaintProcessed {
             complaint_id: id,
-            status: if resolution.is_some() { Status::Resolved } else { Status::InProgress },
+            status: if resolution.is_some() {
+                Status::Resolved
+            } else {
+                Status::InProgress
+            },
             resolution: resolution.as_ref().map(|r| r.as_str().to_owned()),
             processed_at: at,
         }),
@@ -304,16 +322,23 @@ pub fn decide(
             reason: reason.as_ref().map(|r| r.as_str().to_owned()),
             closed_at: at,
         }),
-        Command::Compensate { reason, failed_event_id } => {
+        Command::Compensate {
+            reason,
+            failed_event_id,
+        } => {
             let step = match failed_event_id {
                 Some(wanted) => complaint.step(wanted).map(|(_, s)| s),
                 None => complaint.steps.last(),
             };
             let Some(step) = step else {
-                return Err(refused(command, complaint, match failed_event_id {
-                    Some(id) => format!("event {id} is not a step that can still be undone"),
-                    None => "there is no step to undo".into(),
-                }));
+                return Err(refused(
+                    command,
+                    complaint,
+                    match failed_event_id {
+                        Some(id) => format!("event {id} is not a step that can still be undone"),
+                        None => "there is no step to undo".into(),
+                    },
+                ));
             };
             compensation_required(complaint, step, reason.as_str())
         }
@@ -323,7 +348,8 @@ pub fn decide(
                 complaint_id: id,
                 failed_event_id: failed_event_id.clone(),
                 restored_status: step.map_or(complaint.status, |s| s.status_before),
-                restored_assignee: step.map_or(complaint.assigned_to.clone(), |s| s.assignee_before.clone()),
+                restored_assignee: step
+                    .map_or(complaint.assigned_to.clone(), |s| s.assignee_before.clone()),
             })
         }
         Command::Escalate { deadline } => Payload::ComplaintEscalated(ComplaintEscalated {
@@ -354,14 +380,13 @@ fn compensation_required(complaint: &Complaint, step: &Step, reason: &str) -> Pa
         .map(|s| s.event_id.as_str())
         .collect();
     let id = &complaint.id;
-    let action = |service: &str, action: &str, parameters: serde_json::Value, order| {
-        CompensationAction {
+    let action =
+        |service: &str, action: &str, parameters: serde_json::Value, order| CompensationAction {
             service: service.into(),
             action: action.into(),
             parameters,
             order,
-        }
-    };
+        };
     Payload::ComplaintCompensationRequired(ComplaintCompensationRequired {
         complaint_id: id.clone(),
         failed_step: step.event_type.as_str().to_owned(),
@@ -504,7 +529,9 @@ fn apply(c: &mut Complaint, event_id: &str, payload: Payload, at: DateTime<Utc>)
 }
 
 /// Folds a whole stream, oldest first.
-pub fn fold<'a>(events: impl IntoIterator<Item = &'a Envelope>) -> Result<ComplaintState, EvolveError> {
+pub fn fold<'a>(
+    events: impl IntoIterator<Item = &'a Envelope>,
+) -> Result<ComplaintState, EvolveError> {
     events
         .into_iter()
         .try_fold(ComplaintState::default(), evolve)

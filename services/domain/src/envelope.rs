@@ -202,13 +202,22 @@ mod tests {
         json["metadata"]["traceparent"] = serde_json::json!("00-abc");
         let back = Envelope::from_slice(json.to_string().as_bytes()).unwrap();
         assert_eq!(back, sample());
-        assert_eq!(back.payload().unwrap().event_type(), EventType::ComplaintClosed);
+        assert_eq!(
+            back.payload().unwrap().event_type(),
+            EventType::ComplaintClosed
+        );
     }
 
     #[test]
     fn refuses_what_is_not_an_envelope() {
-        assert!(matches!(Envelope::from_slice(b"not json"), Err(EnvelopeError::NotJson(_))));
-        assert!(matches!(Envelope::from_slice(b"{}"), Err(EnvelopeError::Invalid(_))));
+        assert!(matches!(
+            Envelope::from_slice(b"not json"),
+            Err(EnvelopeError::NotJson(_))
+        ));
+        assert!(matches!(
+            Envelope::from_slice(b"{}"),
+            Err(EnvelopeError::Invalid(_))
+        ));
         let mut json: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
         json["metadata"]["version"] = serde_json::json!(0);
         assert!(Envelope::from_slice(json.to_string().as_bytes()).is_err());
@@ -225,6 +234,9 @@ mod tests {
         json["eventType"] = serde_json::json!("COMPLAINT_REOPENED");
         let env = Envelope::from_slice(json.to_string().as_bytes()).unwrap();
         assert_eq!(env.routing_key(), "complaint.reopened");
-        assert!(matches!(env.payload(), Err(EnvelopeError::UnknownEventType(_))));
+        assert!(matches!(
+            env.payload(),
+            Err(EnvelopeError::UnknownEventType(_))
+        ));
     }
 }

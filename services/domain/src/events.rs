@@ -305,17 +305,39 @@ impl Payload {
         use serde::de::Deserialize as _;
         let d = data;
         Ok(match event_type {
-            EventType::ComplaintCreated => Payload::ComplaintCreated(ComplaintCreated::deserialize(d)?),
-            EventType::ComplaintAssigned => Payload::ComplaintAssigned(ComplaintAssigned::deserialize(d)?),
-            EventType::ComplaintProcessed => Payload::ComplaintProcessed(ComplaintProcessed::deserialize(d)?),
-            EventType::ComplaintClosed => Payload::ComplaintClosed(ComplaintClosed::deserialize(d)?),
-            EventType::ComplaintCompensationRequired => Payload::ComplaintCompensationRequired(ComplaintCompensationRequired::deserialize(d)?),
-            EventType::ComplaintCompensated => Payload::ComplaintCompensated(ComplaintCompensated::deserialize(d)?),
-            EventType::ComplaintEscalated => Payload::ComplaintEscalated(ComplaintEscalated::deserialize(d)?),
-            EventType::NotificationSent => Payload::NotificationSent(NotificationSent::deserialize(d)?),
-            EventType::NotificationFailed => Payload::NotificationFailed(NotificationFailed::deserialize(d)?),
-            EventType::NotificationCompensation => Payload::NotificationCompensation(NotificationCompensation::deserialize(d)?),
-            EventType::AuditCompensation => Payload::AuditCompensation(AuditCompensation::deserialize(d)?),
+            EventType::ComplaintCreated => {
+                Payload::ComplaintCreated(ComplaintCreated::deserialize(d)?)
+            }
+            EventType::ComplaintAssigned => {
+                Payload::ComplaintAssigned(ComplaintAssigned::deserialize(d)?)
+            }
+            EventType::ComplaintProcessed => {
+                Payload::ComplaintProcessed(ComplaintProcessed::deserialize(d)?)
+            }
+            EventType::ComplaintClosed => {
+                Payload::ComplaintClosed(ComplaintClosed::deserialize(d)?)
+            }
+            EventType::ComplaintCompensationRequired => Payload::ComplaintCompensationRequired(
+                ComplaintCompensationRequired::deserialize(d)?,
+            ),
+            EventType::ComplaintCompensated => {
+                Payload::ComplaintCompensated(ComplaintCompensated::deserialize(d)?)
+            }
+            EventType::ComplaintEscalated => {
+                Payload::ComplaintEscalated(ComplaintEscalated::deserialize(d)?)
+            }
+            EventType::NotificationSent => {
+                Payload::NotificationSent(NotificationSent::deserialize(d)?)
+            }
+            EventType::NotificationFailed => {
+                Payload::NotificationFailed(NotificationFailed::deserialize(d)?)
+            }
+            EventType::NotificationCompensation => {
+                Payload::NotificationCompensation(NotificationCompensation::deserialize(d)?)
+            }
+            EventType::AuditCompensation => {
+                Payload::AuditCompensation(AuditCompensation::deserialize(d)?)
+            }
         })
     }
 }
@@ -326,13 +348,22 @@ mod tests {
 
     #[test]
     fn routing_keys_follow_the_rule() {
-        assert_eq!(EventType::ComplaintCreated.routing_key(), "complaint.created");
+        assert_eq!(
+            EventType::ComplaintCreated.routing_key(),
+            "complaint.created"
+        );
         assert_eq!(
             EventType::ComplaintCompensationRequired.routing_key(),
             "complaint.compensation.required"
         );
-        assert_eq!(EventType::NotificationSent.routing_key(), "notification.sent");
-        assert_eq!(EventType::AuditCompensation.routing_key(), "audit.compensation");
+        assert_eq!(
+            EventType::NotificationSent.routing_key(),
+            "notification.sent"
+        );
+        assert_eq!(
+            EventType::AuditCompensation.routing_key(),
+            "audit.compensation"
+        );
     }
 
     #[test]
@@ -344,7 +375,11 @@ mod tests {
                 Some("AUDIT") => ("audit.events", "complaints-stream"),
                 other => panic!("unexpected prefix {other:?}"),
             };
-            assert_eq!((t.exchange(), t.aggregate_type().stream()), expected, "{t:?}");
+            assert_eq!(
+                (t.exchange(), t.aggregate_type().stream()),
+                expected,
+                "{t:?}"
+            );
         }
     }
 

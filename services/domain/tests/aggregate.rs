@@ -1,6 +1,8 @@
 //! The complaint aggregate, given/when/then: one test per row of SPEC section 4's table and
 //! per refused transition, then properties over any sequence of commands.
 
+#![allow(clippy::unwrap_used)] // a test may panic on what it set up itself
+
 use chrono::{DateTime, Duration, Utc};
 use proptest::prelude::*;
 use sagaflow_domain::complaint::Command;
@@ -33,28 +35,41 @@ fn create() -> Command {
     }
 }
 fn assign(who: &str) -> Command {
-    Command::Assign { assigned_to: UserId::parse("assignedTo", who).unwrap() }
+    Command::Assign {
+        assigned_to: UserId::parse("assignedTo", who).unwrap(),
+    }
 }
 fn start() -> Command {
     Command::Process { resolution: None }
 }
 fn resolve() -> Command {
-    Command::Process { resolution: Some(Resolution::parse("resolution", "Replaced").unwrap()) }
+    Command::Process {
+        resolution: Some(Resolution::parse("resolution", "Replaced").unwrap()),
+    }
 }
 fn close() -> Command {
     Command::Close { reason: None }
 }
 fn close_because() -> Command {
-    Command::Close { reason: Some(Reason::parse("reason", "Duplicate").unwrap()) }
+    Command::Close {
+        reason: Some(Reason::parse("reason", "Duplicate").unwrap()),
+    }
 }
 fn compensate() -> Command {
-    Command::Compensate { reason: Reason::parse("reason", "Mail bounced").unwrap(), failed_event_id: None }
+    Command::Compensate {
+        reason: Reason::parse("reason", "Mail bounced").unwrap(),
+        failed_event_id: None,
+    }
 }
 
 fn given(commands: &[Command]) -> Given {
-    let mut g = Given { events: Vec::new(), state: ComplaintState::default() };
+    let mut g = Given {
+        events: Vec::new(),
+        state: ComplaintState::default(),
+    };
     for c in commands {
-        g.record(c).unwrap_or_else(|e| panic!("given {c:?} failed: {e}"));
+        g.record(c)
+            .unwrap_or_else(|e| panic!("given {c:?} failed: {e}"));
     }
     g
 }
@@ -66,7 +81,12 @@ impl Given {
         let mut out = Vec::new();
         for p in payloads {
             let version = self.state.version + 1;
-            let ctx = Context { correlation_id: "corr".into(), causation_id: None, user_id: None, at };
+            let ctx = Context {
+                correlation_id: "corr".into(),
+                causation_id: None,
+                user_id: None,
+                at,
+            };
             let env = Envelope::new(format!("e{version}"), ID, version, &p, &ctx);
             self.state = evolve(self.state.clone(), &env).expect("decided events always evolve");
             self.events.push(env.clone());
@@ -77,7 +97,9 @@ impl Given {
 
     /// When `command`, then exactly these event types and this status.
     fn then(mut self, command: Command, types: &[EventType], status: Status) -> Self {
-        let events = self.record(&command).unwrap_or_else(|e| panic!("{command:?} refused: {e}"));
+        let events = self
+            .record(&command)
+            .unwrap_or_else(|e| panic!("{command:?} refused: {e}"));
         let got: Vec<EventType> = events.iter().map(|e| e.known_type().unwrap()).collect();
         assert_eq!(got, types);
         assert_eq!(self.status(), status);
@@ -89,7 +111,10 @@ impl Given {
         let before = self.state.clone();
         match self.record(&command) {
             Err(DomainError::InvalidTransition { .. }) => {}
-            other => panic!("{command:?} from {:?}: expected INVALID_TRANSITION, got {other:?}", self.status()),
+            other => panic!(
+                "{command:?} from {:?}: expected INVALID_TRANSITION, got {other:?}",
+                self.status()
+            ),
         }
         assert_eq!(self.state, before, "a refused command changes nothing");
     }
@@ -109,66 +134,148 @@ impl Given {
 fn create_opens_a_complaint() {
     let g = given(&[]).then(create(), &[EventType::ComplaintCreated], Status::Open);
     let c = g.complaint();
-    assert_eq!((c.user_id.as_str(), c.priority, g.state.version), ("alice", Priority::High, 1));
-    let Payload::ComplaintCreated(data) = g.events[0].payload().unwrap() else { panic!() };
+    assert_eq!(
+        (c.user_id.as_str(), c.priority, g.state.version),
+        ("alice", Priority::High, 1)
+    );
+    let Payload::ComplaintCreated(data) = g.events[0].payload().unwrap() else {
+        panic!()
+    };
     assert_eq!(data.title, "Broken kettle");
     assert_eq!(data.created_at, t0());
 }
 
 #[test]
 fn assign_from_open_assigned_and_in_progress() {
-    given(&[create()]).then(assign("bob"), &[EventType::ComplaintAssigned], Status::Assigned);
-    let g = given(&[create(), assign("bob")]).then(assign("carol"), &[EventType::ComplaintAssigned], Status::Assigned);
-    let Payload::ComplaintAssigned(a) = g.events[2].payload().unwrap() else { panic!() };
-    assert_eq!((a.assigned_to.as_str(), a.previous_assignee.as_deref()), ("carol", Some("bob")));
-    given(&[create(), assign("bob"), start()]).then(assign("dan"), &[EventType::ComplaintAssigned], Status::Assigned);
+    given(&[create()]).then(
+        assign("bob"),
+        &[EventType::ComplaintAssigned],
+        Status::Assigned,
+    );
+    let g = given(&[create(), assign("bob")]).then(
+        assign("carol"),
+        &[EventType::ComplaintAssigned],
+        Status::Assigned,
+    );
+    let Payload::ComplaintAssigned(a) = g.events[2].payload().unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (a.assigned_to.as_str(), a.previous_assignee.as_deref()),
+        ("carol", Some("bob"))
+    );
+    given(&[create(), assign("bob"), start()]).then(
+        assign("dan"),
+        &[EventType::ComplaintAssigned],
+        Status::Assigned,
+    );
 }
 
 #[test]
 fn process_without_resolution_starts_work_from_assigned() {
-    let g = given(&[create(), assign("bob")]).then(start(), &[EventType::ComplaintProcessed], Status::InProgress);
-    let Payload::ComplaintProcessed(p) = g.events[2].payload().unwrap() else { panic!() };
+    let g = given(&[create(), assign("bob")]).then(
+        start(),
+        &[EventType::ComplaintProcessed],
+        Status::InProgress,
+    );
+    let Payload::ComplaintProcessed(p) = g.events[2].payload().unwrap() else {
+        panic!()
+    };
     assert_eq!((p.status, p.resolution), (Status::InProgress, None));
 }
 
 #[test]
 fn process_with_resolution_resolves_from_assigned_and_in_progress() {
-    let g = given(&[create(), assign("bob")]).then(resolve(), &[EventType::ComplaintProcessed], Status::Resolved);
+    let g = given(&[create(), assign("bob")]).then(
+        resolve(),
+        &[EventType::ComplaintProcessed],
+        Status::Resolved,
+    );
     assert_eq!(g.complaint().resolution.as_deref(), Some("Replaced"));
-    given(&[create(), assign("bob"), start()]).then(resolve(), &[EventType::ComplaintProcessed], Status::Resolved);
+    given(&[create(), assign("bob"), start()]).then(
+        resolve(),
+        &[EventType::ComplaintProcessed],
+        Status::Resolved,
+    );
 }
 
 #[test]
 fn close_without_reason_from_resolved() {
-    let g = given(&[create(), assign("bob"), resolve()]).then(close(), &[EventType::ComplaintClosed], Status::Closed);
+    let g = given(&[create(), assign("bob"), resolve()]).then(
+        close(),
+        &[EventType::ComplaintClosed],
+        Status::Closed,
+    );
     assert!(g.complaint().closed_at.is_some());
 }
 
 #[test]
 fn close_with_reason_from_every_open_status() {
-    given(&[create()]).then(close_because(), &[EventType::ComplaintClosed], Status::Closed);
-    given(&[create(), assign("bob")]).then(close_because(), &[EventType::ComplaintClosed], Status::Closed);
-    given(&[create(), assign("bob"), start()]).then(close_because(), &[EventType::ComplaintClosed], Status::Closed);
-    given(&[create(), assign("bob"), resolve()]).then(close_because(), &[EventType::ComplaintClosed], Status::Closed);
+    given(&[create()]).then(
+        close_because(),
+        &[EventType::ComplaintClosed],
+        Status::Closed,
+    );
+    given(&[create(), assign("bob")]).then(
+        close_because(),
+        &[EventType::ComplaintClosed],
+        Status::Closed,
+    );
+    given(&[create(), assign("bob"), start()]).then(
+        close_because(),
+        &[EventType::ComplaintClosed],
+        Status::Closed,
+    );
+    given(&[create(), assign("bob"), resolve()]).then(
+        close_because(),
+        &[EventType::ComplaintClosed],
+        Status::Closed,
+    );
 }
 
 #[test]
 fn compensate_undoes_the_last_step_then_restores_the_status_before_it() {
-    let g = given(&[create(), assign("bob"), assign("carol")])
-        .then(compensate(), &[EventType::ComplaintCompensationRequired], Status::Assigned);
-    let Payload::ComplaintCompensationRequired(r) = g.events[3].payload().unwrap() else { panic!() };
-    assert_eq!((r.failed_step.as_str(), r.failed_event_id.as_str()), ("COMPLAINT_ASSIGNED", "e3"));
-    let orders: Vec<(u32, &str)> = r.actions.iter().map(|a| (a.order, a.service.as_str())).collect();
-    assert_eq!(orders, [(1, "notification-service"), (2, "audit-service"), (3, "complaint-service")]);
+    let g = given(&[create(), assign("bob"), assign("carol")]).then(
+        compensate(),
+        &[EventType::ComplaintCompensationRequired],
+        Status::Assigned,
+    );
+    let Payload::ComplaintCompensationRequired(r) = g.events[3].payload().unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (r.failed_step.as_str(), r.failed_event_id.as_str()),
+        ("COMPLAINT_ASSIGNED", "e3")
+    );
+    let orders: Vec<(u32, &str)> = r
+        .actions
+        .iter()
+        .map(|a| (a.order, a.service.as_str()))
+        .collect();
+    assert_eq!(
+        orders,
+        [
+            (1, "notification-service"),
+            (2, "audit-service"),
+            (3, "complaint-service")
+        ]
+    );
     assert_eq!(g.complaint().saga_status(false), SagaStatus::Compensating);
 
     let g = g.then(
-        Command::CompleteCompensation { failed_event_id: "e3".into() },
+        Command::CompleteCompensation {
+            failed_event_id: "e3".into(),
+        },
         &[EventType::ComplaintCompensated],
         Status::Assigned,
     );
-    let Payload::ComplaintCompensated(done) = g.events[4].payload().unwrap() else { panic!() };
-    assert_eq!((done.restored_status, done.restored_assignee.as_deref()), (Status::Assigned, Some("bob")));
+    let Payload::ComplaintCompensated(done) = g.events[4].payload().unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (done.restored_status, done.restored_assignee.as_deref()),
+        (Status::Assigned, Some("bob"))
+    );
     assert_eq!(g.complaint().assigned_to.as_deref(), Some("bob"));
     assert_eq!(g.complaint().saga_status(false), SagaStatus::Running);
 }
@@ -176,7 +283,9 @@ fn compensate_undoes_the_last_step_then_restores_the_status_before_it() {
 #[test]
 fn compensating_a_resolution_restores_in_progress_and_the_old_resolution() {
     let g = given(&[create(), assign("bob"), start(), resolve(), compensate()]).then(
-        Command::CompleteCompensation { failed_event_id: "e4".into() },
+        Command::CompleteCompensation {
+            failed_event_id: "e4".into(),
+        },
         &[EventType::ComplaintCompensated],
         Status::InProgress,
     );
@@ -186,12 +295,17 @@ fn compensating_a_resolution_restores_in_progress_and_the_old_resolution() {
 #[test]
 fn compensating_a_named_older_step_undoes_it_and_every_later_step() {
     let g = given(&[create(), assign("bob"), start()]).then(
-        Command::Compensate { reason: Reason::parse("reason", "bounced").unwrap(), failed_event_id: Some("e2".into()) },
+        Command::Compensate {
+            reason: Reason::parse("reason", "bounced").unwrap(),
+            failed_event_id: Some("e2".into()),
+        },
         &[EventType::ComplaintCompensationRequired],
         Status::InProgress,
     );
     let g = g.then(
-        Command::CompleteCompensation { failed_event_id: "e2".into() },
+        Command::CompleteCompensation {
+            failed_event_id: "e2".into(),
+        },
         &[EventType::ComplaintCompensated],
         Status::Open,
     );
@@ -201,14 +315,29 @@ fn compensating_a_named_older_step_undoes_it_and_every_later_step() {
 
 #[test]
 fn after_compensation_the_saga_runs_again_from_the_restored_status() {
-    given(&[create(), assign("bob"), compensate(), Command::CompleteCompensation { failed_event_id: "e2".into() }])
-        .then(assign("carol"), &[EventType::ComplaintAssigned], Status::Assigned);
+    given(&[
+        create(),
+        assign("bob"),
+        compensate(),
+        Command::CompleteCompensation {
+            failed_event_id: "e2".into(),
+        },
+    ])
+    .then(
+        assign("carol"),
+        &[EventType::ComplaintAssigned],
+        Status::Assigned,
+    );
 }
 
 #[test]
 fn escalate_once_while_open() {
     let deadline = t0() + Duration::hours(1);
-    let g = given(&[create()]).then(Command::Escalate { deadline }, &[EventType::ComplaintEscalated], Status::Open);
+    let g = given(&[create()]).then(
+        Command::Escalate { deadline },
+        &[EventType::ComplaintEscalated],
+        Status::Open,
+    );
     g.then_refused(Command::Escalate { deadline });
     given(&[create(), assign("bob")]).then_refused(Command::Escalate { deadline });
 }
@@ -247,7 +376,15 @@ fn close_without_reason_is_refused_before_resolved() {
 #[test]
 fn closed_is_final() {
     let closed = [create(), assign("bob"), resolve(), close()];
-    for command in [assign("x"), start(), resolve(), close(), close_because(), compensate(), Command::Escalate { deadline: t0() }] {
+    for command in [
+        assign("x"),
+        start(),
+        resolve(),
+        close(),
+        close_because(),
+        compensate(),
+        Command::Escalate { deadline: t0() },
+    ] {
         given(&closed).then_refused(command);
     }
 }
@@ -255,28 +392,47 @@ fn closed_is_final() {
 #[test]
 fn compensate_is_refused_with_nothing_to_undo() {
     given(&[create()]).then_refused(compensate());
-    let unknown = Command::Compensate { reason: Reason::parse("reason", "x").unwrap(), failed_event_id: Some("e1".into()) };
+    let unknown = Command::Compensate {
+        reason: Reason::parse("reason", "x").unwrap(),
+        failed_event_id: Some("e1".into()),
+    };
     given(&[create(), assign("bob")]).then_refused(unknown);
 }
 
 #[test]
 fn nothing_but_completion_while_compensating() {
     let compensating = [create(), assign("bob"), compensate()];
-    for command in [assign("x"), start(), resolve(), close_because(), compensate()] {
+    for command in [
+        assign("x"),
+        start(),
+        resolve(),
+        close_because(),
+        compensate(),
+    ] {
         given(&compensating).then_refused(command);
     }
-    given(&compensating).then_refused(Command::CompleteCompensation { failed_event_id: "e1".into() });
+    given(&compensating).then_refused(Command::CompleteCompensation {
+        failed_event_id: "e1".into(),
+    });
 }
 
 #[test]
 fn completion_without_a_compensation_is_refused() {
-    given(&[create(), assign("bob")]).then_refused(Command::CompleteCompensation { failed_event_id: "e2".into() });
+    given(&[create(), assign("bob")]).then_refused(Command::CompleteCompensation {
+        failed_event_id: "e2".into(),
+    });
 }
 
 #[test]
 fn commands_on_a_missing_complaint_are_not_found_and_create_twice_exists() {
-    assert_eq!(decide(&ComplaintState::default(), &assign("bob"), t0()), Err(DomainError::NotFound));
-    assert_eq!(decide(&given(&[create()]).state, &create(), t0()), Err(DomainError::AlreadyExists));
+    assert_eq!(
+        decide(&ComplaintState::default(), &assign("bob"), t0()),
+        Err(DomainError::NotFound)
+    );
+    assert_eq!(
+        decide(&given(&[create()]).state, &create(), t0()),
+        Err(DomainError::AlreadyExists)
+    );
 }
 
 // ---- folding checks every event ----
@@ -308,7 +464,9 @@ fn any_command() -> impl Strategy<Value = Command> {
         Just(close_because()),
         Just(compensate()),
         Just(Command::Escalate { deadline: t0() }),
-        (0u64..12).prop_map(|v| Command::CompleteCompensation { failed_event_id: format!("e{v}") }),
+        (0u64..12).prop_map(|v| Command::CompleteCompensation {
+            failed_event_id: format!("e{v}")
+        }),
     ]
 }
 

@@ -14,7 +14,10 @@ pub struct ConfigError {
 }
 
 fn bad(var: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError { var, problem: problem.into() }
+    ConfigError {
+        var,
+        problem: problem.into(),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,22 +52,44 @@ impl CommonSettings {
     /// Reads `LOG_LEVEL`, `LOG_FORMAT`, `CORRELATION_ID_HEADER` and `PORT`.
     /// `LOG_FORMAT` defaults to `pretty` on a terminal and `json` elsewhere (containers).
     pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let log_level = match var(env, "LOG_LEVEL").as_deref().map(str::to_ascii_lowercase).as_deref() {
+        let log_level = match var(env, "LOG_LEVEL")
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None | Some("info") => LogLevel::Info,
             Some("debug") => LogLevel::Debug,
             Some("warn") => LogLevel::Warn,
             Some("error") => LogLevel::Error,
-            Some(other) => return Err(bad("LOG_LEVEL", format!("expected debug, info, warn or error, got {other:?}"))),
+            Some(other) => {
+                return Err(bad(
+                    "LOG_LEVEL",
+                    format!("expected debug, info, warn or error, got {other:?}"),
+                ));
+            }
         };
-        let log_format = match var(env, "LOG_FORMAT").as_deref().map(str::to_ascii_lowercase).as_deref() {
+        let log_format = match var(env, "LOG_FORMAT")
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None if std::io::stderr().is_terminal() => LogFormat::Pretty,
             None | Some("json") => LogFormat::Json,
             Some("pretty") => LogFormat::Pretty,
-            Some(other) => return Err(bad("LOG_FORMAT", format!("expected json or pretty, got {other:?}"))),
+            Some(other) => {
+                return Err(bad(
+                    "LOG_FORMAT",
+                    format!("expected json or pretty, got {other:?}"),
+                ));
+            }
         };
         let header = var(env, "CORRELATION_ID_HEADER").unwrap_or_else(|| "X-Correlation-ID".into());
-        let correlation_header = HeaderName::try_from(header.trim())
-            .map_err(|_| bad("CORRELATION_ID_HEADER", format!("{header:?} is not a valid header name")))?;
+        let correlation_header = HeaderName::try_from(header.trim()).map_err(|_| {
+            bad(
+                "CORRELATION_ID_HEADER",
+                format!("{header:?} is not a valid header name"),
+            )
+        })?;
         let port = var(env, "PORT")
             .map(|p| {
                 p.trim()
@@ -72,7 +97,12 @@ impl CommonSettings {
                     .map_err(|_| bad("PORT", format!("expected a port number 0-65535, got {p:?}")))
             })
             .transpose()?;
-        Ok(Self { log_level, log_format, correlation_header, port })
+        Ok(Self {
+            log_level,
+            log_format,
+            correlation_header,
+            port,
+        })
     }
 }
 
@@ -90,7 +120,10 @@ pub fn database_url(value: &str) -> Result<DatabaseUrl, ConfigError> {
         Some("sqlite") => Ok(DatabaseUrl::Sqlite(value.to_owned())),
         Some("postgres" | "postgresql") => Err(bad(
             "DATABASE_URL",
-            format!("{} : the PostgreSQL adapter is not in this build yet; use sqlite://PATH", redact(value)),
+            format!(
+                "{} : the PostgreSQL adapter is not in this build yet; use sqlite://PATH",
+                redact(value)
+            ),
         )),
         _ => Err(bad(
             "DATABASE_URL",
@@ -126,13 +159,21 @@ mod tests {
     use super::*;
 
     fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
+        }
     }
 
     #[test]
     fn defaults() {
         let s = CommonSettings::from_env(&env(&[("LOG_FORMAT", "json")])).unwrap();
-        assert_eq!((s.log_level, s.log_format, s.port), (LogLevel::Info, LogFormat::Json, None));
+        assert_eq!(
+            (s.log_level, s.log_format, s.port),
+            (LogLevel::Info, LogFormat::Json, None)
+        );
         assert_eq!(s.correlation_header.as_str(), "x-correlation-id");
     }
 
@@ -143,7 +184,10 @@ mod tests {
             (&[("LOG_FORMAT", "xml")][..], "LOG_FORMAT"),
             (&[("PORT", "70000")][..], "PORT"),
             (&[("PORT", "http")][..], "PORT"),
-            (&[("CORRELATION_ID_HEADER", "bad header")][..], "CORRELATION_ID_HEADER"),
+            (
+                &[("CORRELATION_ID_HEADER", "bad header")][..],
+                "CORRELATION_ID_HEADER",
+            ),
         ] {
             let pairs: &'static [(&'static str, &'static str)] = pairs;
             let err = CommonSettings::from_env(&env(pairs)).unwrap_err();
@@ -154,7 +198,10 @@ mod tests {
 
     #[test]
     fn database_urls() {
-        assert_eq!(database_url("sqlite:///tmp/x.db").unwrap(), DatabaseUrl::Sqlite("sqlite:///tmp/x.db".into()));
+        assert_eq!(
+            database_url("sqlite:///tmp/x.db").unwrap(),
+            DatabaseUrl::Sqlite("sqlite:///tmp/x.db".into())
+        );
         let err = database_url("postgres://u:hunter2@db/app").unwrap_err();
         assert_eq!(err.var, "DATABASE_URL");
         assert!(!err.to_string().contains("hunter2"), "{err}");
@@ -163,7 +210,10 @@ mod tests {
 
     #[test]
     fn redaction_hides_passwords_only() {
-        assert_eq!(redact("amqp://user:secret@host:5672/vh"), "amqp://user:***@host:5672/vh");
+        assert_eq!(
+            redact("amqp://user:secret@host:5672/vh"),
+            "amqp://user:***@host:5672/vh"
+        );
         assert_eq!(redact("redis://host:6379/0"), "redis://host:6379/0");
         assert_eq!(redact("postgres://u@h/db?x=1"), "postgres://u@h/db?x=1");
         assert_eq!(redact("mongodb://a:p@ss@h/db"), "mongodb://a:***@h/db");

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
 
 /// The registry of one service, with the metrics every service has.
 #[derive(Debug, Clone)]
@@ -49,32 +51,44 @@ impl Metrics {
         let requests = register(
             &registry,
             IntCounterVec::new(
-                Opts::new("http_requests_total", "HTTP requests served, by route and status"),
+                Opts::new(
+                    "http_requests_total",
+                    "HTTP requests served, by route and status",
+                ),
                 &["service", "method", "route", "status"],
-            )
-            ?,
+            )?,
         )?;
         let duration = register(
             &registry,
             HistogramVec::new(
-                HistogramOpts::new("http_request_duration_seconds", "Time to serve an HTTP request")
-                    .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+                HistogramOpts::new(
+                    "http_request_duration_seconds",
+                    "Time to serve an HTTP request",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ]),
                 &["service", "method", "route"],
-            )
-            ?,
+            )?,
         )?;
         let events_published = register(
             &registry,
             IntCounterVec::new(
-                Opts::new("events_published_total", "Events committed for publication (outbox), by type"),
+                Opts::new(
+                    "events_published_total",
+                    "Events committed for publication (outbox), by type",
+                ),
                 &["event_type", "service"],
-            )
-            ?,
+            )?,
         )?;
         Ok(Self {
             registry,
             service,
-            http: std::sync::Arc::new(HttpMetrics { service, requests, duration }),
+            http: std::sync::Arc::new(HttpMetrics {
+                service,
+                requests,
+                duration,
+            }),
             events_published,
         })
     }
@@ -94,4 +108,3 @@ impl Metrics {
         String::from_utf8(out).unwrap_or_default()
     }
 }
-

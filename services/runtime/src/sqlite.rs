@@ -5,7 +5,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 /// A database file with a single-connection writer pool (so writers never fight over the lock)
 /// and a reader pool.
@@ -38,7 +40,10 @@ impl Db {
         Self::connect(options, schema).await
     }
 
-    async fn connect(options: SqliteConnectOptions, schema: &'static str) -> Result<Self, sqlx::Error> {
+    async fn connect(
+        options: SqliteConnectOptions,
+        schema: &'static str,
+    ) -> Result<Self, sqlx::Error> {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)

@@ -9,7 +9,11 @@ use sagaflow_runtime::event_log::{AppendRequest, EventLog, ExpectedVersion};
 
 async fn fresh() -> Arc<dyn EventLog> {
     let dir = tempfile::tempdir().expect("temp dir").keep();
-    Arc::new(SqliteEventLog::open(&dir.join("events.db")).await.expect("open"))
+    Arc::new(
+        SqliteEventLog::open(&dir.join("events.db"))
+            .await
+            .expect("open"),
+    )
 }
 
 sagaflow_runtime::event_log_conformance!(fresh());
@@ -30,7 +34,10 @@ async fn what_was_appended_is_there_after_reopening() {
     log.close().await;
 
     let again = SqliteEventLog::open(&path).await.expect("reopen");
-    assert_eq!(again.read_stream("s1", 1).await.expect("read"), vec![event("s1", 1), event("s1", 2)]);
+    assert_eq!(
+        again.read_stream("s1", 1).await.expect("read"),
+        vec![event("s1", 1), event("s1", 2)]
+    );
     assert_eq!(again.pending_outbox(10).await.expect("outbox").len(), 2);
 }
 

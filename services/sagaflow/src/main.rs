@@ -12,7 +12,11 @@ use sagaflow_runtime::config::{self, CommonSettings, ConfigError, DatabaseUrl};
 use sagaflow_runtime::{shutdown, telemetry};
 
 #[derive(Debug, Parser)]
-#[command(name = "sagaflow", version, about = "Event-driven complaint handling with choreographed sagas")]
+#[command(
+    name = "sagaflow",
+    version,
+    about = "Event-driven complaint handling with choreographed sagas"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Commands,
@@ -55,13 +59,22 @@ fn fail(line: impl std::fmt::Display) -> ExitCode {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
         Err(e) => {
             let text = e.to_string();
-            let line = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            let line = text
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
             return fail(format!("{line} (see sagaflow --help)"));
         }
     };
@@ -74,8 +87,15 @@ fn main() -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
-    telemetry::init(sagaflow_complaint::SERVICE, settings.log_level, settings.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    telemetry::init(
+        sagaflow_complaint::SERVICE,
+        settings.log_level,
+        settings.log_format,
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(format!("starting the async runtime: {e}")),
     };
@@ -95,10 +115,20 @@ struct Plan {
     complaint: SocketAddr,
 }
 
-fn plan(command: &Commands, settings: &CommonSettings, env: &dyn Fn(&str) -> Option<String>) -> Result<Plan, ConfigError> {
-    let database = config::var(env, "DATABASE_URL").map(|u| config::database_url(&u)).transpose()?;
+fn plan(
+    command: &Commands,
+    settings: &CommonSettings,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Plan, ConfigError> {
+    let database = config::var(env, "DATABASE_URL")
+        .map(|u| config::database_url(&u))
+        .transpose()?;
     match command {
-        Commands::AllInOne { data_dir, host, complaint_port } => {
+        Commands::AllInOne {
+            data_dir,
+            host,
+            complaint_port,
+        } => {
             let dir = data_dir
                 .clone()
                 .or_else(|| config::var(env, "SAGAFLOW_DATA_DIR").map(PathBuf::from))
@@ -107,9 +137,15 @@ fn plan(command: &Commands, settings: &CommonSettings, env: &dyn Fn(&str) -> Opt
                 Some(DatabaseUrl::Sqlite(url)) => Storage::SqliteUrl(url),
                 None => Storage::DataDir(dir),
             };
-            Ok(Plan { storage, complaint: SocketAddr::new(*host, *complaint_port) })
+            Ok(Plan {
+                storage,
+                complaint: SocketAddr::new(*host, *complaint_port),
+            })
         }
-        Commands::Serve { service: Service::Complaint, host } => {
+        Commands::Serve {
+            service: Service::Complaint,
+            host,
+        } => {
             let Some(DatabaseUrl::Sqlite(url)) = database else {
                 return Err(ConfigError {
                     var: "DATABASE_URL",
@@ -117,7 +153,10 @@ fn plan(command: &Commands, settings: &CommonSettings, env: &dyn Fn(&str) -> Opt
                 });
             };
             let port = settings.port.unwrap_or(sagaflow_complaint::DEFAULT_PORT);
-            Ok(Plan { storage: Storage::SqliteUrl(url), complaint: SocketAddr::new(*host, port) })
+            Ok(Plan {
+                storage: Storage::SqliteUrl(url),
+                complaint: SocketAddr::new(*host, port),
+            })
         }
     }
 }

@@ -69,12 +69,21 @@ pub trait ComplaintViews: Send + Sync + 'static {
     async fn load(&self, ids: &[String]) -> Result<HashMap<String, StoredProjection>, StoreError>;
 
     /// Stores these projections and the new checkpoint in one transaction.
-    async fn save(&self, projections: &[(String, StoredProjection)], checkpoint: u64) -> Result<(), StoreError>;
+    async fn save(
+        &self,
+        projections: &[(String, StoredProjection)],
+        checkpoint: u64,
+    ) -> Result<(), StoreError>;
 
     async fn get(&self, id: &str) -> Result<Option<ComplaintView>, StoreError>;
 
     /// Newest first, `limit` at most, from `cursor`.
-    async fn list(&self, filter: &ListFilter, limit: u32, cursor: Option<Cursor>) -> Result<Page, StoreError>;
+    async fn list(
+        &self,
+        filter: &ListFilter,
+        limit: u32,
+        cursor: Option<Cursor>,
+    ) -> Result<Page, StoreError>;
 
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -47,7 +47,8 @@ fn unavailable(context: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
 }
 
 fn parse(text: &str) -> Result<ComplaintProjection, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("a stored complaint view: {e}")))
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("a stored complaint view: {e}")))
 }
 
 fn view_of(text: &str) -> Result<ComplaintView, StoreError> {
@@ -80,18 +81,20 @@ impl SqliteViews {
 #[async_trait]
 impl ComplaintViews for SqliteViews {
     async fn checkpoint(&self) -> Result<u64, StoreError> {
-        let position: Option<i64> = sqlx::query_scalar("SELECT position FROM projection_checkpoint WHERE name = ?")
-            .bind(CHECKPOINT)
-            .fetch_optional(&self.db.writer)
-            .await
-            .map_err(unavailable("reading the projection checkpoint"))?;
+        let position: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM projection_checkpoint WHERE name = ?")
+                .bind(CHECKPOINT)
+                .fetch_optional(&self.db.writer)
+                .await
+                .map_err(unavailable("reading the projection checkpoint"))?;
         Ok(position.map_or(0, u64_of))
     }
 
     async fn load(&self, ids: &[String]) -> Result<HashMap<String, StoredProjection>, StoreError> {
         let mut out = HashMap::new();
         for chunk in ids.chunks(200) {
-            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT id, seq, projection FROM complaint_views WHERE id IN (");
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new("SELECT id, seq, projection FROM complaint_views WHERE id IN (");
             let mut list = q.separated(", ");
             for id in chunk {
                 list.push_bind(id);
@@ -105,14 +108,29 @@ impl ComplaintViews for SqliteViews {
             for row in rows {
                 let id: String = row.get(0);
                 let projection = parse(row.get(2))?;
-                out.insert(id, StoredProjection { seq: u64_of(row.get(1)), projection });
+                out.insert(
+                    id,
+                    StoredProjection {
+                        seq: u64_of(row.get(1)),
+                        projection,
+                    },
+                );
             }
         }
         Ok(out)
     }
 
-    async fn save(&self, projections: &[(String, StoredProjection)], checkpoint: u64) -> Result<(), StoreError> {
-        let mut tx = self.db.writer.begin().await.map_err(unavailable("beginning a view update"))?;
+    async fn save(
+        &self,
+        projections: &[(String, StoredProjection)],
+        checkpoint: u64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self
+            .db
+            .writer
+            .begin()
+            .await
+            .map_err(unavailable("beginning a view update"))?;
         for (id, stored) in projections {
             let Some(c) = stored.projection.state.complaint.as_ref() else {
                 continue;
@@ -148,20 +166,29 @@ impl ComplaintViews for SqliteViews {
         .execute(&mut *tx)
         .await
         .map_err(unavailable("writing the projection checkpoint"))?;
-        tx.commit().await.map_err(unavailable("committing a view update"))
+        tx.commit()
+            .await
+            .map_err(unavailable("committing a view update"))
     }
 
     async fn get(&self, id: &str) -> Result<Option<ComplaintView>, StoreError> {
-        let row: Option<String> = sqlx::query_scalar("SELECT projection FROM complaint_views WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.db.reader)
-            .await
-            .map_err(unavailable("reading a complaint view"))?;
+        let row: Option<String> =
+            sqlx::query_scalar("SELECT projection FROM complaint_views WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.db.reader)
+                .await
+                .map_err(unavailable("reading a complaint view"))?;
         row.as_deref().map(view_of).transpose()
     }
 
-    async fn list(&self, filter: &ListFilter, limit: u32, cursor: Option<Cursor>) -> Result<Page, StoreError> {
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT seq, projection FROM complaint_views WHERE 1 = 1");
+    async fn list(
+        &self,
+        filter: &ListFilter,
+        limit: u32,
+        cursor: Option<Cursor>,
+    ) -> Result<Page, StoreError> {
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT seq, projection FROM complaint_views WHERE 1 = 1");
         if let Some(s) = filter.status {
             q.push(" AND status = ").push_bind(s.as_str());
         }
@@ -180,7 +207,8 @@ impl ComplaintViews for SqliteViews {
         if let Some(c) = cursor {
             q.push(" AND seq < ").push_bind(i64_of(c.before_seq));
         }
-        q.push(" ORDER BY seq DESC LIMIT ").push_bind(i64::from(limit) + 1);
+        q.push(" ORDER BY seq DESC LIMIT ")
+            .push_bind(i64::from(limit) + 1);
         let rows = q
             .build()
             .fetch_all(&self.db.reader)
@@ -195,7 +223,9 @@ impl ComplaintViews for SqliteViews {
         }
         Ok(Page {
             items,
-            next: more.then_some(Cursor { before_seq: last_seq }),
+            next: more.then_some(Cursor {
+                before_seq: last_seq,
+            }),
         })
     }
 

@@ -9,7 +9,10 @@ async fn create_answers_201_with_location_etag_and_the_whole_view() {
     let (status, headers, view) = app.post("/api/complaints", new_complaint()).await;
     assert_eq!(status, StatusCode::CREATED);
     let id = view["id"].as_str().expect("id");
-    assert_eq!(headers["location"], format!("/api/complaints/{id}").as_str());
+    assert_eq!(
+        headers["location"],
+        format!("/api/complaints/{id}").as_str()
+    );
     assert_eq!(etag(&headers), "\"1\"");
     for (field, value) in [
         ("userId", json!("alice")),
@@ -43,7 +46,12 @@ async fn create_answers_201_with_location_etag_and_the_whole_view() {
 async fn the_correlation_id_is_echoed_and_carried_into_the_events() {
     let app = spawn_app().await;
     let (_, headers, view) = app
-        .send(Method::POST, "/api/complaints", Some(new_complaint()), &[("X-Correlation-ID", "saga-42"), ("X-User-ID", "agent-7")])
+        .send(
+            Method::POST,
+            "/api/complaints",
+            Some(new_complaint()),
+            &[("X-Correlation-ID", "saga-42"), ("X-User-ID", "agent-7")],
+        )
         .await;
     assert_eq!(headers["x-correlation-id"], "saga-42");
     assert_eq!(view["timeline"][0]["correlationId"], "saga-42");
@@ -51,13 +59,27 @@ async fn the_correlation_id_is_echoed_and_carried_into_the_events() {
     let id = view["id"].as_str().expect("id");
     let events = app.log.read_stream(id, 1).await.expect("read");
     let meta = &events[0].metadata;
-    assert_eq!((meta.correlation_id.as_str(), meta.user_id.as_deref(), meta.version), ("saga-42", Some("agent-7"), 1));
-    assert!(meta.causation_id.as_deref().is_some_and(|c| !c.is_empty()), "the request id causes the event");
+    assert_eq!(
+        (
+            meta.correlation_id.as_str(),
+            meta.user_id.as_deref(),
+            meta.version
+        ),
+        ("saga-42", Some("agent-7"), 1)
+    );
+    assert!(
+        meta.causation_id.as_deref().is_some_and(|c| !c.is_empty()),
+        "the request id causes the event"
+    );
     assert_eq!(events[0].aggregate_type, "Complaint");
 
     let (_, headers, _) = app.get("/api/complaints").await;
     let generated = headers["x-correlation-id"].to_str().expect("text");
-    assert_eq!(generated.len(), 36, "a UUID is generated when the request has none: {generated}");
+    assert_eq!(
+        generated.len(),
+        36,
+        "a UUID is generated when the request has none: {generated}"
+    );
     app.stop().await;
 }
 
@@ -65,18 +87,28 @@ async fn the_correlation_id_is_echoed_and_carried_into_the_events() {
 async fn an_idempotency_key_makes_a_repeated_post_return_the_same_complaint() {
     let app = spawn_app().await;
     let key = [("Idempotency-Key", "order-123-complaint")];
-    let (s1, h1, first) = app.send(Method::POST, "/api/complaints", Some(new_complaint()), &key).await;
-    let (s2, h2, second) = app.send(Method::POST, "/api/complaints", Some(new_complaint()), &key).await;
+    let (s1, h1, first) = app
+        .send(Method::POST, "/api/complaints", Some(new_complaint()), &key)
+        .await;
+    let (s2, h2, second) = app
+        .send(Method::POST, "/api/complaints", Some(new_complaint()), &key)
+        .await;
     assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::CREATED));
     assert_eq!(first["id"], second["id"]);
     assert_eq!(h1["location"], h2["location"]);
     assert_eq!(h2["idempotent-replayed"], "true");
     let (_, _, page) = app.get("/api/complaints").await;
-    assert_eq!(page["items"].as_array().expect("items").len(), 1, "one complaint, not two");
+    assert_eq!(
+        page["items"].as_array().expect("items").len(),
+        1,
+        "one complaint, not two"
+    );
 
     let mut other = new_complaint();
     other["title"] = json!("Something else");
-    let (status, _, body) = app.send(Method::POST, "/api/complaints", Some(other), &key).await;
+    let (status, _, body) = app
+        .send(Method::POST, "/api/complaints", Some(other), &key)
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["error"]["code"], "IDEMPOTENCY_KEY_REUSED");
     app.stop().await;

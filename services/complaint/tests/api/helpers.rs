@@ -24,10 +24,14 @@ pub async fn spawn_app() -> TestApp {
 
 /// A service on `dir` (which the caller keeps).
 pub async fn spawn_on(dir: &Path) -> TestApp {
-    let service = ComplaintService::open(&Storage::DataDir(dir.to_owned())).await.expect("open the service");
+    let service = ComplaintService::open(&Storage::DataDir(dir.to_owned()))
+        .await
+        .expect("open the service");
     let log = service.app.log();
     let router = service.router(axum::http::HeaderName::from_static("x-correlation-id"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let served = tokio::spawn(async move {
@@ -74,10 +78,18 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
-    pub async fn send(&self, method: Method, path: &str, body: Option<Value>, headers: &[(&str, &str)]) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
         let mut req = self.client.request(method, self.url(path));
         if let Some(body) = body {
-            req = req.header("content-type", "application/json").body(body.to_string());
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
         }
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -86,7 +98,11 @@ impl TestApp {
         let status = res.status();
         let headers = res.headers().clone();
         let text = res.text().await.expect("body");
-        let json = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, headers, json)
     }
 
@@ -94,11 +110,19 @@ impl TestApp {
         self.send(Method::GET, path, None, &[]).await
     }
 
-    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    pub async fn post(
+        &self,
+        path: &str,
+        body: Value,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
         self.send(Method::POST, path, Some(body), &[]).await
     }
 
-    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    pub async fn put(
+        &self,
+        path: &str,
+        body: Value,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
         self.send(Method::PUT, path, Some(body), &[]).await
     }
 
@@ -110,23 +134,44 @@ impl TestApp {
     }
 
     pub async fn command(&self, id: &str, action: &str, body: Value) -> Value {
-        let (status, _, view) = self.put(&format!("/api/complaints/{id}/{action}"), body).await;
+        let (status, _, view) = self
+            .put(&format!("/api/complaints/{id}/{action}"), body)
+            .await;
         assert_eq!(status, StatusCode::OK, "{action}: {view}");
         view
     }
 }
 
 /// Asserts the contract's error shape and returns the error object.
-pub fn assert_error(status: StatusCode, headers: &reqwest::header::HeaderMap, body: &Value, want: StatusCode, code: &str) -> Value {
+pub fn assert_error(
+    status: StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    body: &Value,
+    want: StatusCode,
+    code: &str,
+) -> Value {
     assert_eq!(status, want, "{body}");
     let error = &body["error"];
     assert_eq!(error["code"], code, "{body}");
-    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
-    let echoed = headers.get("x-correlation-id").and_then(|v| v.to_str().ok()).expect("correlation id header");
-    assert_eq!(error["correlationId"], echoed, "the body carries the echoed correlation id");
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    let echoed = headers
+        .get("x-correlation-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("correlation id header");
+    assert_eq!(
+        error["correlationId"], echoed,
+        "the body carries the echoed correlation id"
+    );
     error.clone()
 }
 
 pub fn etag(headers: &reqwest::header::HeaderMap) -> String {
-    headers.get("etag").and_then(|v| v.to_str().ok()).expect("ETag").to_owned()
+    headers
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .expect("ETag")
+        .to_owned()
 }

@@ -6,21 +6,36 @@ use serde_json::{Value, json};
 use crate::helpers::{assert_error, new_complaint, spawn_app};
 
 fn ids(page: &Value) -> Vec<String> {
-    page["items"].as_array().expect("items").iter().map(|v| v["id"].as_str().expect("id").to_owned()).collect()
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|v| v["id"].as_str().expect("id").to_owned())
+        .collect()
 }
 
 #[tokio::test]
 async fn every_filter_selects_what_it_names() {
     let app = spawn_app().await;
     let mut made = Vec::new();
-    for (user, priority, category) in [("alice", "LOW", "billing"), ("bob", "HIGH", "billing"), ("alice", "HIGH", "delivery")] {
+    for (user, priority, category) in [
+        ("alice", "LOW", "billing"),
+        ("bob", "HIGH", "billing"),
+        ("alice", "HIGH", "delivery"),
+    ] {
         let mut body = new_complaint();
         body["userId"] = json!(user);
         body["priority"] = json!(priority);
         body["category"] = json!(category);
-        made.push(app.create(body).await["id"].as_str().expect("id").to_owned());
+        made.push(
+            app.create(body).await["id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        );
     }
-    app.command(&made[1], "assign", json!({"assignedTo": "agent-1"})).await;
+    app.command(&made[1], "assign", json!({"assignedTo": "agent-1"}))
+        .await;
 
     for (query, want) in [
         ("userId=alice", vec![&made[2], &made[0]]),
@@ -47,7 +62,12 @@ async fn a_cursor_walks_every_complaint_once_newest_first() {
     let app = spawn_app().await;
     let mut made = Vec::new();
     for _ in 0..7 {
-        made.push(app.create(new_complaint()).await["id"].as_str().expect("id").to_owned());
+        made.push(
+            app.create(new_complaint()).await["id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        );
     }
     let mut seen = Vec::new();
     let mut query = "/api/complaints?limit=3".to_owned();
@@ -96,7 +116,13 @@ async fn bad_list_parameters_are_400s_naming_them() {
         ("sort=title", "sort"),
     ] {
         let (status, headers, body) = app.get(&format!("/api/complaints?{query}")).await;
-        let error = assert_error(status, &headers, &body, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+        let error = assert_error(
+            status,
+            &headers,
+            &body,
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+        );
         assert_eq!(error["field"], field, "{query}");
     }
     app.stop().await;

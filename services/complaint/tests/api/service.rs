@@ -7,26 +7,47 @@ use crate::helpers::{new_complaint, spawn_app, spawn_on};
 async fn health_routes_answer() {
     let app = spawn_app().await;
     let (status, _, body) = app.get("/health/live").await;
-    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ok")));
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
     let (status, _, body) = app.get("/health/ready").await;
-    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ready")));
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("ready"))
+    );
     app.stop().await;
 }
 
 #[tokio::test]
 async fn metrics_count_published_events_and_requests_by_route_and_status() {
     let app = spawn_app().await;
-    let id = app.create(new_complaint()).await["id"].as_str().expect("id").to_owned();
-    app.command(&id, "assign", json!({"assignedTo": "bob"})).await;
+    let id = app.create(new_complaint()).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    app.command(&id, "assign", json!({"assignedTo": "bob"}))
+        .await;
     app.get("/api/complaints/missing").await;
-    let text = app.client.get(app.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
     for line in [
         "events_published_total{event_type=\"COMPLAINT_CREATED\",service=\"complaint-service\"} 1",
         "events_published_total{event_type=\"COMPLAINT_ASSIGNED\",service=\"complaint-service\"} 1",
         "http_requests_total{method=\"POST\",route=\"/api/complaints\",service=\"complaint-service\",status=\"201\"} 1",
         "http_requests_total{method=\"GET\",route=\"/api/complaints/{id}\",service=\"complaint-service\",status=\"404\"} 1",
     ] {
-        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
     }
     assert!(text.contains("http_request_duration_seconds_bucket"));
     app.stop().await;
@@ -56,30 +77,55 @@ async fn the_openapi_document_describes_the_routes_that_exist() {
     ];
     let mut documented = Vec::new();
     for (path, item) in paths {
-        for method in item.as_object().expect("path item").keys().filter(|k| *k != "parameters") {
+        for method in item
+            .as_object()
+            .expect("path item")
+            .keys()
+            .filter(|k| *k != "parameters")
+        {
             documented.push((path.clone(), method.clone()));
             let url = app.url(&path.replace("{id}", "00000000-0000-0000-0000-000000000000"));
-            let res = app.client.request(method.to_uppercase().parse().expect("method"), url).send().await.expect("request");
+            let res = app
+                .client
+                .request(method.to_uppercase().parse().expect("method"), url)
+                .send()
+                .await
+                .expect("request");
             let status = res.status();
             let body: Value = res.json().await.unwrap_or(Value::Null);
             assert!(
-                !(status == StatusCode::NOT_FOUND && body["error"]["message"] == "no such route") && status != StatusCode::METHOD_NOT_ALLOWED,
+                !(status == StatusCode::NOT_FOUND && body["error"]["message"] == "no such route")
+                    && status != StatusCode::METHOD_NOT_ALLOWED,
                 "{method} {path} is documented but not routed"
             );
             let responses = item[method]["responses"].as_object().expect("responses");
             if method != "get" || path.starts_with("/api/complaints/") {
-                for code in ["400", "404"].iter().filter(|_| path.starts_with("/api/complaints/")) {
-                    assert!(responses.contains_key(*code), "{method} {path} lacks {code}");
+                for code in ["400", "404"]
+                    .iter()
+                    .filter(|_| path.starts_with("/api/complaints/"))
+                {
+                    assert!(
+                        responses.contains_key(*code),
+                        "{method} {path} lacks {code}"
+                    );
                 }
             }
         }
     }
-    let mut expected: Vec<(String, String)> = expected.iter().map(|(p, m)| (p.to_string(), m.to_string())).collect();
+    let mut expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(p, m)| (p.to_string(), m.to_string()))
+        .collect();
     expected.sort();
     documented.sort();
     assert_eq!(documented, expected);
     for code in ["400", "409", "412", "413", "415", "503"] {
-        assert!(doc["paths"]["/api/complaints/{id}/assign"]["put"]["responses"].get(code).is_some(), "assign lacks {code}");
+        assert!(
+            doc["paths"]["/api/complaints/{id}/assign"]["put"]["responses"]
+                .get(code)
+                .is_some(),
+            "assign lacks {code}"
+        );
     }
     app.stop().await;
 }
@@ -88,10 +134,18 @@ async fn the_openapi_document_describes_the_routes_that_exist() {
 async fn a_restart_on_the_same_directory_brings_everything_back() {
     let dir = tempfile::tempdir().expect("temp dir");
     let app = spawn_on(dir.path()).await;
-    let a = app.create(new_complaint()).await["id"].as_str().expect("id").to_owned();
-    let b = app.create(new_complaint()).await["id"].as_str().expect("id").to_owned();
-    app.command(&a, "assign", json!({"assignedTo": "bob"})).await;
-    app.command(&a, "process", json!({"resolution": "done"})).await;
+    let a = app.create(new_complaint()).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let b = app.create(new_complaint()).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    app.command(&a, "assign", json!({"assignedTo": "bob"}))
+        .await;
+    app.command(&a, "process", json!({"resolution": "done"}))
+        .await;
     app.command(&b, "close", json!({"reason": "spam"})).await;
     let (_, _, before) = app.get("/api/complaints").await;
     let events_before = app.log.read_all(0, 100).await.expect("read");
@@ -101,7 +155,10 @@ async fn a_restart_on_the_same_directory_brings_everything_back() {
     let (_, _, after) = app.get("/api/complaints").await;
     assert_eq!(after, before);
     let (_, headers, view) = app.get(&format!("/api/complaints/{a}")).await;
-    assert_eq!((view["status"].as_str(), view["version"].as_u64()), (Some("RESOLVED"), Some(3)));
+    assert_eq!(
+        (view["status"].as_str(), view["version"].as_u64()),
+        (Some("RESOLVED"), Some(3))
+    );
     assert_eq!(headers["etag"], "\"3\"");
     assert_eq!(app.log.read_all(0, 100).await.expect("read"), events_before);
     // And it goes on from there.
@@ -114,8 +171,12 @@ async fn a_restart_on_the_same_directory_brings_everything_back() {
 async fn a_read_model_deleted_while_stopped_is_rebuilt_from_the_events() {
     let dir = tempfile::tempdir().expect("temp dir");
     let app = spawn_on(dir.path()).await;
-    let id = app.create(new_complaint()).await["id"].as_str().expect("id").to_owned();
-    app.command(&id, "assign", json!({"assignedTo": "bob"})).await;
+    let id = app.create(new_complaint()).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    app.command(&id, "assign", json!({"assignedTo": "bob"}))
+        .await;
     let (_, _, before) = app.get(&format!("/api/complaints/{id}")).await;
     app.stop().await;
     for file in ["views.db", "views.db-wal", "views.db-shm"] {

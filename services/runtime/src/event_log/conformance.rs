@@ -28,14 +28,22 @@ pub fn event(stream: &str, version: u64) -> Envelope {
         reason: Some(format!("v{version}")),
         closed_at: at,
     });
-    Envelope::new(format!("{stream}-e{version}"), stream, version, &payload, &ctx)
+    Envelope::new(
+        format!("{stream}-e{version}"),
+        stream,
+        version,
+        &payload,
+        &ctx,
+    )
 }
 
 fn request(stream: &str, expected: u64, count: u64) -> AppendRequest {
     AppendRequest {
         stream_id: stream.to_owned(),
         expected: ExpectedVersion(expected),
-        events: (expected + 1..=expected + count).map(|v| event(stream, v)).collect(),
+        events: (expected + 1..=expected + count)
+            .map(|v| event(stream, v))
+            .collect(),
         idempotency: None,
     }
 }
@@ -43,14 +51,25 @@ fn request(stream: &str, expected: u64, count: u64) -> AppendRequest {
 pub async fn appends_and_reads_back_in_version_order(log: Arc<dyn EventLog>) {
     let done = log.append(request("s1", 0, 3)).await.expect("append");
     assert_eq!(done.version, 3);
-    log.append(request("s1", 3, 1)).await.expect("second append");
+    log.append(request("s1", 3, 1))
+        .await
+        .expect("second append");
     let events = log.read_stream("s1", 1).await.expect("read");
     let versions: Vec<u64> = events.iter().map(|e| e.metadata.version).collect();
     assert_eq!(versions, [1, 2, 3, 4]);
-    assert_eq!(events[0], event("s1", 1), "events come back exactly as appended");
+    assert_eq!(
+        events[0],
+        event("s1", 1),
+        "events come back exactly as appended"
+    );
     let tail = log.read_stream("s1", 3).await.expect("read from 3");
     assert_eq!(tail.len(), 2);
-    assert!(log.read_stream("nothing", 1).await.expect("read").is_empty());
+    assert!(
+        log.read_stream("nothing", 1)
+            .await
+            .expect("read")
+            .is_empty()
+    );
 }
 
 pub async fn a_stale_expected_version_is_a_conflict_that_writes_nothing(log: Arc<dyn EventLog>) {
@@ -59,13 +78,24 @@ pub async fn a_stale_expected_version_is_a_conflict_that_writes_nothing(log: Arc
     stale.events[0] = event("s1", 2);
     stale.events[0].event_id = "other".into();
     match log.append(stale).await {
-        Err(AppendError::Conflict { expected: 1, actual: 2, .. }) => {}
+        Err(AppendError::Conflict {
+            expected: 1,
+            actual: 2,
+            ..
+        }) => {}
         other => panic!("expected a conflict at version 2, got {other:?}"),
     }
     assert_eq!(log.read_stream("s1", 1).await.expect("read").len(), 2);
-    assert_eq!(log.pending_outbox(100).await.expect("outbox").len(), 2, "no outbox row for a refused append");
+    assert_eq!(
+        log.pending_outbox(100).await.expect("outbox").len(),
+        2,
+        "no outbox row for a refused append"
+    );
     let ahead = request("s2", 5, 1);
-    assert!(matches!(log.append(ahead).await, Err(AppendError::Conflict { actual: 0, .. })));
+    assert!(matches!(
+        log.append(ahead).await,
+        Err(AppendError::Conflict { actual: 0, .. })
+    ));
 }
 
 pub async fn racing_appends_at_one_version_let_exactly_one_through(log: Arc<dyn EventLog>) {
@@ -88,7 +118,13 @@ pub async fn racing_appends_at_one_version_let_exactly_one_through(log: Arc<dyn 
         }
     }
     assert_eq!(won, 1);
-    let versions: Vec<u64> = log.read_stream("s1", 1).await.expect("read").iter().map(|e| e.metadata.version).collect();
+    let versions: Vec<u64> = log
+        .read_stream("s1", 1)
+        .await
+        .expect("read")
+        .iter()
+        .map(|e| e.metadata.version)
+        .collect();
     assert_eq!(versions, [1, 2]);
 }
 
@@ -96,11 +132,20 @@ pub async fn a_batch_whose_versions_do_not_follow_is_refused(log: Arc<dyn EventL
     let mut r = request("s1", 0, 2);
     r.events[1].metadata.version = 3;
     assert!(matches!(log.append(r).await, Err(AppendError::Invalid(_))));
-    let empty = AppendRequest { events: vec![], ..request("s1", 0, 1) };
-    assert!(matches!(log.append(empty).await, Err(AppendError::Invalid(_))));
+    let empty = AppendRequest {
+        events: vec![],
+        ..request("s1", 0, 1)
+    };
+    assert!(matches!(
+        log.append(empty).await,
+        Err(AppendError::Invalid(_))
+    ));
     let mut foreign = request("s1", 0, 1);
     foreign.events[0].aggregate_id = "s2".into();
-    assert!(matches!(log.append(foreign).await, Err(AppendError::Invalid(_))));
+    assert!(matches!(
+        log.append(foreign).await,
+        Err(AppendError::Invalid(_))
+    ));
     assert!(log.read_stream("s1", 1).await.expect("read").is_empty());
 }
 
@@ -109,7 +154,10 @@ pub async fn a_reused_event_id_is_refused_and_writes_nothing(log: Arc<dyn EventL
     let mut r = request("s2", 0, 2);
     r.events[1].event_id = "s1-e1".into();
     assert!(matches!(log.append(r).await, Err(AppendError::Invalid(_))));
-    assert!(log.read_stream("s2", 1).await.expect("read").is_empty(), "the whole batch is rolled back");
+    assert!(
+        log.read_stream("s2", 1).await.expect("read").is_empty(),
+        "the whole batch is rolled back"
+    );
 }
 
 pub async fn every_event_gets_an_outbox_row_in_the_same_commit(log: Arc<dyn EventLog>) {
@@ -120,11 +168,22 @@ pub async fn every_event_gets_an_outbox_row_in_the_same_commit(log: Arc<dyn Even
     assert_eq!(ids, ["s1-e1", "s1-e2", "s2-e1"]);
     let row = &rows[0];
     assert_eq!(
-        (row.exchange.as_str(), row.routing_key.as_str(), row.stream.as_str()),
+        (
+            row.exchange.as_str(),
+            row.routing_key.as_str(),
+            row.stream.as_str()
+        ),
         ("complaints.events", "complaint.closed", "complaints-stream")
     );
-    assert_eq!(Envelope::from_slice(row.payload.as_bytes()).expect("payload"), event("s1", 1));
-    assert_eq!(log.pending_outbox(2).await.expect("outbox").len(), 2, "limit is honoured");
+    assert_eq!(
+        Envelope::from_slice(row.payload.as_bytes()).expect("payload"),
+        event("s1", 1)
+    );
+    assert_eq!(
+        log.pending_outbox(2).await.expect("outbox").len(),
+        2,
+        "limit is honoured"
+    );
 }
 
 pub async fn read_all_is_in_commit_order_from_any_position(log: Arc<dyn EventLog>) {
@@ -138,29 +197,51 @@ pub async fn read_all_is_in_commit_order_from_any_position(log: Arc<dyn EventLog
     let after = log.read_all(all[1].position, 1).await.expect("read after");
     assert_eq!(after.len(), 1);
     assert_eq!(after[0].envelope.event_id, "b-e1");
-    assert!(log.read_all(all[3].position, 10).await.expect("read").is_empty());
+    assert!(
+        log.read_all(all[3].position, 10)
+            .await
+            .expect("read")
+            .is_empty()
+    );
 }
 
 pub async fn an_idempotency_key_is_stored_with_its_append_and_only_once(log: Arc<dyn EventLog>) {
-    let record = IdempotencyRecord { key: "k1".into(), stream_id: "s1".into(), fingerprint: "f1".into() };
+    let record = IdempotencyRecord {
+        key: "k1".into(),
+        stream_id: "s1".into(),
+        fingerprint: "f1".into(),
+    };
     assert_eq!(log.find_idempotency_key("k1").await.expect("find"), None);
     let mut r = request("s1", 0, 1);
     r.idempotency = Some(record.clone());
     log.append(r).await.expect("append");
-    assert_eq!(log.find_idempotency_key("k1").await.expect("find"), Some(record.clone()));
+    assert_eq!(
+        log.find_idempotency_key("k1").await.expect("find"),
+        Some(record.clone())
+    );
 
     let mut again = request("s2", 0, 1);
-    again.idempotency = Some(IdempotencyRecord { stream_id: "s2".into(), ..record.clone() });
+    again.idempotency = Some(IdempotencyRecord {
+        stream_id: "s2".into(),
+        ..record.clone()
+    });
     match log.append(again).await {
         Err(AppendError::DuplicateIdempotencyKey(found)) => assert_eq!(found, record),
         other => panic!("expected a duplicate key, got {other:?}"),
     }
-    assert!(log.read_stream("s2", 1).await.expect("read").is_empty(), "nothing written for the duplicate");
+    assert!(
+        log.read_stream("s2", 1).await.expect("read").is_empty(),
+        "nothing written for the duplicate"
+    );
 
     // A refused append does not keep its key.
     let mut stale = request("s1", 0, 1);
     stale.events[0].event_id = "x".into();
-    stale.idempotency = Some(IdempotencyRecord { key: "k2".into(), stream_id: "s1".into(), fingerprint: "f".into() });
+    stale.idempotency = Some(IdempotencyRecord {
+        key: "k2".into(),
+        stream_id: "s1".into(),
+        fingerprint: "f".into(),
+    });
     assert!(log.append(stale).await.is_err());
     assert_eq!(log.find_idempotency_key("k2").await.expect("find"), None);
 }

@@ -98,15 +98,20 @@ pub trait EventLog: Send + Sync + 'static {
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError>;
 
     /// The stream's events with `version >= from_version`, in version order.
-    async fn read_stream(&self, stream_id: &str, from_version: u64)
-    -> Result<Vec<Envelope>, StoreError>;
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+    ) -> Result<Vec<Envelope>, StoreError>;
 
     /// Up to `limit` events of every stream after global position `after`, in commit order.
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<Positioned>, StoreError>;
 
     /// The record stored with an idempotency key, if the key was used.
-    async fn find_idempotency_key(&self, key: &str)
-    -> Result<Option<IdempotencyRecord>, StoreError>;
+    async fn find_idempotency_key(
+        &self,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
 
     /// Up to `limit` outbox rows not yet marked published, oldest first.
     async fn pending_outbox(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError>;

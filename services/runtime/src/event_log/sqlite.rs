@@ -132,11 +132,12 @@ impl EventLog for SqliteEventLog {
             });
         }
         if let Some(idem) = &request.idempotency {
-            let existing = sqlx::query("SELECT stream_id, fingerprint FROM idempotency_keys WHERE key = ?")
-                .bind(&idem.key)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(unavailable("reading an idempotency key"))?;
+            let existing =
+                sqlx::query("SELECT stream_id, fingerprint FROM idempotency_keys WHERE key = ?")
+                    .bind(&idem.key)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(unavailable("reading an idempotency key"))?;
             if let Some(row) = existing {
                 return Err(AppendError::DuplicateIdempotencyKey(IdempotencyRecord {
                     key: idem.key.clone(),
@@ -144,13 +145,15 @@ impl EventLog for SqliteEventLog {
                     fingerprint: row.get(1),
                 }));
             }
-            sqlx::query("INSERT INTO idempotency_keys (key, stream_id, fingerprint) VALUES (?, ?, ?)")
-                .bind(&idem.key)
-                .bind(&idem.stream_id)
-                .bind(&idem.fingerprint)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable("storing an idempotency key"))?;
+            sqlx::query(
+                "INSERT INTO idempotency_keys (key, stream_id, fingerprint) VALUES (?, ?, ?)",
+            )
+            .bind(&idem.key)
+            .bind(&idem.stream_id)
+            .bind(&idem.fingerprint)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable("storing an idempotency key"))?;
         }
         let mut last_position = 0;
         for event in &request.events {
@@ -188,14 +191,20 @@ impl EventLog for SqliteEventLog {
             .await
             .map_err(unavailable("writing an outbox row"))?;
         }
-        tx.commit().await.map_err(unavailable("committing an append"))?;
+        tx.commit()
+            .await
+            .map_err(unavailable("committing an append"))?;
         Ok(Appended {
             version: request.expected.0 + request.events.len() as u64,
             last_position,
         })
     }
 
-    async fn read_stream(&self, stream_id: &str, from_version: u64) -> Result<Vec<Envelope>, StoreError> {
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+    ) -> Result<Vec<Envelope>, StoreError> {
         let rows: Vec<String> = sqlx::query_scalar(
             "SELECT envelope FROM events WHERE stream_id = ? AND version >= ? ORDER BY version",
         )
@@ -208,12 +217,14 @@ impl EventLog for SqliteEventLog {
     }
 
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<Positioned>, StoreError> {
-        let rows = sqlx::query("SELECT position, envelope FROM events WHERE position > ? ORDER BY position LIMIT ?")
-            .bind(to_i64(after))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.db.reader)
-            .await
-            .map_err(unavailable("reading all events"))?;
+        let rows = sqlx::query(
+            "SELECT position, envelope FROM events WHERE position > ? ORDER BY position LIMIT ?",
+        )
+        .bind(to_i64(after))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.db.reader)
+        .await
+        .map_err(unavailable("reading all events"))?;
         rows.iter()
             .map(|row| {
                 Ok(Positioned {
@@ -224,7 +235,10 @@ impl EventLog for SqliteEventLog {
             .collect()
     }
 
-    async fn find_idempotency_key(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+    async fn find_idempotency_key(
+        &self,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
         let row = sqlx::query("SELECT stream_id, fingerprint FROM idempotency_keys WHERE key = ?")
             .bind(key)
             .fetch_optional(&self.db.reader)

@@ -16,8 +16,14 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct JsonObject(pub Map<String, Value>);
 
 fn is_json(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 impl<S: Send + Sync> FromRequest<S> for JsonObject {
@@ -104,12 +110,25 @@ mod tests {
 
     #[test]
     fn fields_name_themselves_in_errors() {
-        let body = JsonObject(serde_json::json!({"a": "x", "b": 3, "c": null}).as_object().cloned().unwrap_or_default());
+        let body = JsonObject(
+            serde_json::json!({"a": "x", "b": 3, "c": null})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        );
         assert_eq!(body.required_str("a").ok(), Some("x".to_owned()));
         let err = body.required_str("b").unwrap_err();
-        assert_eq!((err.field.as_deref(), err.code), (Some("b"), "VALIDATION_ERROR"));
+        assert_eq!(
+            (err.field.as_deref(), err.code),
+            (Some("b"), "VALIDATION_ERROR")
+        );
         assert!(err.message.contains("must be a string, got a number"));
         assert_eq!(body.optional_str("c").ok(), Some(None));
-        assert!(body.required_str("missing").unwrap_err().message.contains("is required"));
+        assert!(
+            body.required_str("missing")
+                .unwrap_err()
+                .message
+                .contains("is required")
+        );
     }
 }

@@ -52,10 +52,7 @@ pub async fn observe(State(observe): State<Observe>, mut req: Request, next: Nex
         .get(&observe.correlation_header)
         .and_then(usable)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let user_id = req
-        .headers()
-        .get("x-user-id")
-        .and_then(usable);
+    let user_id = req.headers().get("x-user-id").and_then(usable);
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -68,16 +65,27 @@ pub async fn observe(State(observe): State<Observe>, mut req: Request, next: Nex
     });
     let span = tracing::info_span!("request", method = %method, route = %route, correlationId = %correlation_id);
     let mut response = CORRELATION_ID
-        .scope(correlation_id.clone(), next.run(req).instrument(span.clone()))
+        .scope(
+            correlation_id.clone(),
+            next.run(req).instrument(span.clone()),
+        )
         .await;
     if let Ok(value) = HeaderValue::from_str(&correlation_id) {
-        response.headers_mut().insert(observe.correlation_header.clone(), value);
+        response
+            .headers_mut()
+            .insert(observe.correlation_header.clone(), value);
     }
     let status = response.status();
     let elapsed = started.elapsed();
-    observe.metrics.observe(method.as_str(), &route, status.as_u16(), elapsed);
+    observe
+        .metrics
+        .observe(method.as_str(), &route, status.as_u16(), elapsed);
     span.in_scope(|| {
-        tracing::info!(status = status.as_u16(), latencyMs = elapsed.as_secs_f64() * 1000.0, "request served");
+        tracing::info!(
+            status = status.as_u16(),
+            latencyMs = elapsed.as_secs_f64() * 1000.0,
+            "request served"
+        );
     });
     response
 }

@@ -35,7 +35,11 @@ impl ApiError {
     pub fn invalid_field(field: &str, problem: impl std::fmt::Display) -> Self {
         Self {
             field: Some(field.to_owned()),
-            ..Self::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", format!("{field}: {problem}"))
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                format!("{field}: {problem}"),
+            )
         }
     }
 
@@ -43,7 +47,11 @@ impl ApiError {
     pub fn malformed_json(problem: impl std::fmt::Display) -> Self {
         Self {
             field: Some("body".into()),
-            ..Self::new(StatusCode::BAD_REQUEST, "MALFORMED_JSON", format!("the body is not valid JSON: {problem}"))
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                "MALFORMED_JSON",
+                format!("the body is not valid JSON: {problem}"),
+            )
         }
     }
 
@@ -82,7 +90,11 @@ impl ApiError {
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self {
             retry_after: Some(1),
-            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", message)
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVICE_UNAVAILABLE",
+                message,
+            )
         }
     }
 
@@ -90,11 +102,19 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> Self {
         let message = message.into();
         tracing::error!(error = %message, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "internal error; see the service's log")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "internal error; see the service's log",
+        )
     }
 
     pub fn method_not_allowed() -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "this route does not take that method")
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            "this route does not take that method",
+        )
     }
 
     pub fn body(&self) -> serde_json::Value {

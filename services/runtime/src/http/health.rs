@@ -28,7 +28,10 @@ pub struct HealthState {
 /// The three routes, ready to be merged into a service's router.
 pub fn routes<S: Clone + Send + Sync + 'static>(state: HealthState) -> Router<S> {
     Router::new()
-        .route("/health/live", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/health/live",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -45,13 +48,21 @@ async fn ready(State(state): State<HealthState>) -> Response {
         axum::Json(serde_json::json!({"status": "ready"})).into_response()
     } else {
         let body = serde_json::json!({"status": "unavailable", "failing": failing});
-        (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], axum::Json(body)).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            axum::Json(body),
+        )
+            .into_response()
     }
 }
 
 async fn metrics(State(state): State<HealthState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()

@@ -26,7 +26,10 @@ pub fn finish(router: Router, correlation_header: HeaderName, metrics: &Metrics)
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(axum::middleware::from_fn_with_state(
-            Observe { correlation_header, metrics: metrics.http.clone() },
+            Observe {
+                correlation_header,
+                metrics: metrics.http.clone(),
+            },
             context::observe,
         ))
 }

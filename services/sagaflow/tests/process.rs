@@ -1,0 +1,367 @@
+//! The `sagaflow` binary as a user runs it: configuration errors, `kill -9` and SIGTERM, restart
+//! on the same data directory.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sagaflow");
+
+struct Running {
+    child: Child,
+    base: String,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Running {
+    /// A test that fails leaves no server behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary with `args` and waits (30 s at most) for its "listening" line.
+#[allow(clippy::zombie_processes)] // `Running`'s Drop reaps the child
+fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env("LOG_FORMAT", "json")
+        .env_remove("DATABASE_URL")
+        .env_remove("PORT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn sagaflow");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+            panic!("sagaflow {args:?} did not say it was listening within 30 s")
+        });
+        let Ok(log) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if log["message"] == "listening" {
+            let addr = log["addr"].as_str().expect("addr").to_owned();
+            return Running {
+                child,
+                base: format!("http://{addr}"),
+                lines: rx,
+            };
+        }
+    }
+}
+
+fn all_in_one(dir: &Path) -> Running {
+    start(
+        &[
+            "all-in-one",
+            "--data-dir",
+            dir.to_str().expect("utf-8 path"),
+            "--complaint-port",
+            "0",
+        ],
+        &[],
+    )
+}
+
+/// Runs the binary to its end (10 s at most) and returns its exit code and stderr.
+fn run_to_end(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("PORT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let out = child.wait_with_output().expect("output");
+            return (
+                status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("sagaflow {args:?} did not exit within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn complaint(n: usize) -> Value {
+    json!({"userId": format!("user-{n}"), "title": format!("Complaint {n}"), "description": "d", "priority": "MEDIUM", "category": "c"})
+}
+
+async fn create(client: &reqwest::Client, base: &str, n: usize) -> reqwest::Result<Value> {
+    let res = client
+        .post(format!("{base}/api/complaints"))
+        .json(&complaint(n))
+        .send()
+        .await?;
+    assert_eq!(res.status(), 201);
+    res.json().await
+}
+
+#[tokio::test]
+async fn kill_9_right_after_a_201_loses_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut running = all_in_one(dir.path());
+    let client = reqwest::Client::new();
+    let mut made = Vec::new();
+    for n in 0..20 {
+        made.push(
+            create(&client, &running.base, n).await.expect("create")["id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        );
+    }
+    let assigned = client
+        .put(format!(
+            "{}/api/complaints/{}/assign",
+            running.base, made[0]
+        ))
+        .json(&json!({"assignedTo": "bob"}))
+        .send()
+        .await
+        .expect("assign");
+    assert_eq!(assigned.status(), 200);
+    let last = create(&client, &running.base, 20).await.expect("create");
+    running.child.kill().expect("SIGKILL"); // right after the 201
+    running.child.wait().expect("reaped");
+    made.push(last["id"].as_str().expect("id").to_owned());
+
+    let mut again = all_in_one(dir.path());
+    for (n, id) in made.iter().enumerate() {
+        let view: Value = client
+            .get(format!("{}/api/complaints/{id}", again.base))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(view["title"], format!("Complaint {n}"));
+        assert_eq!(view["timeline"][0]["eventType"], "COMPLAINT_CREATED");
+    }
+    let first: Value = client
+        .get(format!("{}/api/complaints/{}", again.base, made[0]))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        (first["status"].as_str(), first["version"].as_u64()),
+        (Some("ASSIGNED"), Some(2))
+    );
+    again.child.kill().expect("kill");
+    let _ = again.child.wait();
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut running = all_in_one(dir.path());
+    // A fresh connection per request, so that no request rides on a keep-alive connection the
+    // server is closing. Connections still in the kernel's backlog when the server stops
+    // accepting are reset; those requests get no answer at all, which a client retries. What
+    // must never happen is an answer cut short or a 5xx.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    let base = running.base.clone();
+    let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel();
+    for n in 0..200 {
+        let (client, base, done_tx) = (client.clone(), base.clone(), done_tx.clone());
+        tokio::spawn(async move {
+            let _ = done_tx.send(create(&client, &base, n).await);
+        });
+    }
+    drop(done_tx);
+    // SIGTERM once the server is busy: a few answered, the rest in flight.
+    let mut answered = Vec::new();
+    while answered.len() < 5 {
+        let view = done
+            .recv()
+            .await
+            .expect("a result")
+            .expect("served before SIGTERM");
+        answered.push(view["id"].as_str().expect("id").to_owned());
+    }
+    let pid = running.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    while let Some(result) = done.recv().await {
+        match result {
+            Ok(view) => answered.push(view["id"].as_str().expect("id").to_owned()),
+            Err(e) => assert!(
+                !e.is_decode() && !e.is_body() && e.status().is_none(),
+                "an answer was cut short: {e}"
+            ),
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = running.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit within 15 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status}");
+    let logs: Vec<String> = running.lines.try_iter().collect();
+    assert!(
+        logs.iter().any(|l| l.contains("stopped cleanly")),
+        "{logs:?}"
+    );
+
+    let mut again = all_in_one(dir.path());
+    for id in &answered {
+        let res = client
+            .get(format!("{}/api/complaints/{id}", again.base))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(
+            res.status(),
+            200,
+            "complaint {id} was answered 201 before the stop"
+        );
+    }
+    again.child.kill().expect("kill");
+    let _ = again.child.wait();
+}
+
+#[tokio::test]
+async fn serve_complaint_runs_on_database_url_and_port() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("complaint.db").display());
+    let mut running = start(
+        &["serve", "complaint", "--host", "127.0.0.1"],
+        &[("DATABASE_URL", &url), ("PORT", "0")],
+    );
+    let client = reqwest::Client::new();
+    let view = create(&client, &running.base, 1).await.expect("create");
+    let ready = client
+        .get(format!("{}/health/ready", running.base))
+        .send()
+        .await
+        .expect("ready");
+    assert_eq!(ready.status(), 200);
+    assert_eq!(view["version"], 1);
+    running.child.kill().expect("kill");
+    let _ = running.child.wait();
+}
+
+#[test]
+fn every_malformed_setting_exits_2_with_one_line_naming_it() {
+    for (args, env, var) in [
+        (
+            &["all-in-one"][..],
+            &[("LOG_LEVEL", "loud")][..],
+            "LOG_LEVEL",
+        ),
+        (
+            &["all-in-one"][..],
+            &[("LOG_FORMAT", "xml")][..],
+            "LOG_FORMAT",
+        ),
+        (
+            &["all-in-one"][..],
+            &[("CORRELATION_ID_HEADER", "a b")][..],
+            "CORRELATION_ID_HEADER",
+        ),
+        (
+            &["serve", "complaint"][..],
+            &[("PORT", "http"), ("DATABASE_URL", "sqlite:///tmp/x.db")][..],
+            "PORT",
+        ),
+        (&["serve", "complaint"][..], &[][..], "DATABASE_URL"),
+        (
+            &["all-in-one"][..],
+            &[("DATABASE_URL", "mysql://root:hunter2@db/x")][..],
+            "DATABASE_URL",
+        ),
+        (
+            &["serve", "complaint"][..],
+            &[("DATABASE_URL", "postgres://app:hunter2@db:5432/app")][..],
+            "DATABASE_URL",
+        ),
+    ] {
+        let (code, stderr) = run_to_end(args, env);
+        assert_eq!(code, 2, "{args:?} {env:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line: {stderr}");
+        assert!(lines[0].contains(var), "{stderr}");
+        assert!(!stderr.contains("hunter2"), "a password leaked: {stderr}");
+    }
+}
+
+#[test]
+fn bad_flags_exit_2_with_one_line() {
+    for args in [
+        &["all-in-one", "--bogus"][..],
+        &["frobnicate"][..],
+        &["all-in-one", "--complaint-port", "high"][..],
+        &["serve", "kitchen"][..],
+        &[][..],
+    ] {
+        let (code, stderr) = run_to_end(args, &[]);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    }
+    let (code, _) = run_to_end(&["--help"], &[]);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn help_describes_every_command_and_flag() {
+    let out = Command::new(BIN).arg("--help").output().expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for word in ["all-in-one", "serve"] {
+        assert!(text.contains(word), "{text}");
+    }
+    let out = Command::new(BIN)
+        .args(["all-in-one", "--help"])
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for word in [
+        "--data-dir",
+        "SAGAFLOW_DATA_DIR",
+        "--host",
+        "--complaint-port",
+    ] {
+        assert!(text.contains(word), "{text}");
+    }
+}
