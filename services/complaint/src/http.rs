@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Extension, Path, RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
@@ -11,7 +11,7 @@ use sagaflow_domain::complaint::Command;
 use sagaflow_domain::values::{Category, Description, Reason, Resolution, Title, UserId};
 use sagaflow_domain::{ComplaintView, DomainError, FieldError, Priority, Status};
 use sagaflow_runtime::event_log::StoreError;
-use sagaflow_runtime::http::{ApiError, JsonObject, RequestContext};
+use sagaflow_runtime::http::{ApiError, JsonObject, PathId, RequestContext};
 
 use crate::app::{AppError, Caller, ComplaintApp, NewComplaint};
 use crate::read_model::{Cursor, ListFilter};
@@ -149,7 +149,7 @@ async fn create(
 
 async fn get_one(
     State(app): State<Arc<ComplaintApp>>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
     match app.get(&id).await? {
         Some(view) => Ok(answer(StatusCode::OK, view)),
@@ -172,7 +172,7 @@ async fn run(
 async fn assign(
     State(app): State<Arc<ComplaintApp>>,
     Extension(ctx): Extension<RequestContext>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     headers: HeaderMap,
     body: JsonObject,
 ) -> Result<Response, ApiError> {
@@ -184,7 +184,7 @@ async fn assign(
 async fn process(
     State(app): State<Arc<ComplaintApp>>,
     Extension(ctx): Extension<RequestContext>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     headers: HeaderMap,
     body: JsonObject,
 ) -> Result<Response, ApiError> {
@@ -199,7 +199,7 @@ async fn process(
 async fn close(
     State(app): State<Arc<ComplaintApp>>,
     Extension(ctx): Extension<RequestContext>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     headers: HeaderMap,
     body: JsonObject,
 ) -> Result<Response, ApiError> {
@@ -214,7 +214,7 @@ async fn close(
 async fn compensate(
     State(app): State<Arc<ComplaintApp>>,
     Extension(ctx): Extension<RequestContext>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     headers: HeaderMap,
     body: JsonObject,
 ) -> Result<Response, ApiError> {

@@ -233,6 +233,15 @@ async fn unknown_complaints_and_routes_are_404s_and_wrong_methods_405s() {
         )
         .await;
     assert_error(status, &headers, &body, StatusCode::NOT_FOUND, "NOT_FOUND");
+    let (status, headers, body) = app.get("/api/complaints/%FF%FE").await;
+    let error = assert_error(
+        status,
+        &headers,
+        &body,
+        StatusCode::BAD_REQUEST,
+        "VALIDATION_ERROR",
+    );
+    assert_eq!(error["field"], "id");
     let (status, headers, body) = app.get("/api/nothing-here").await;
     assert_error(status, &headers, &body, StatusCode::NOT_FOUND, "NOT_FOUND");
     let (status, headers, body) = app.send(Method::DELETE, "/api/complaints", None, &[]).await;

@@ -3,12 +3,14 @@
 //! - [`error`]: `ApiError`, the contract's JSON errors.
 //! - [`body`]: the strict JSON body reader (415, 413, 400 naming the field).
 //! - [`context`]: correlation id, request context, request metrics and logs.
+//! - [`path`]: path parameters whose rejection is a JSON 400.
 //! - [`health`]: liveness, readiness and `/metrics`.
 
 pub mod body;
 pub mod context;
 pub mod error;
 pub mod health;
+pub mod path;
 
 use axum::Router;
 use axum::http::HeaderName;
@@ -16,6 +18,7 @@ use axum::http::HeaderName;
 pub use body::JsonObject;
 pub use context::{Observe, RequestContext};
 pub use error::ApiError;
+pub use path::PathId;
 
 use crate::metrics::Metrics;
 
