@@ -2,6 +2,8 @@
 //!
 //! - [`event_log`]: the event log port (events + outbox rows, atomically), its embedded SQLite
 //!   adapter and its conformance suite.
+//! - [`bus`]: the message bus port (RabbitMQ's semantics), its embedded adapter and conformance suite.
+//! - [`streams`]: the stream log port (Redis Streams' semantics), its embedded adapter and conformance suite.
 //! - [`sqlite`]: opening an embedded database safely.
 //! - [`http`]: the contract's errors, strict JSON bodies, request context, health and metrics routes.
 //! - [`metrics`]: the Prometheus registry of a service.
@@ -9,10 +11,12 @@
 //! - [`telemetry`]: JSON log lines with the request's fields.
 //! - [`shutdown`]: SIGTERM and Ctrl-C.
 
+pub mod bus;
 pub mod config;
 pub mod event_log;
 pub mod http;
 pub mod metrics;
 pub mod shutdown;
 pub mod sqlite;
+pub mod streams;
 pub mod telemetry;

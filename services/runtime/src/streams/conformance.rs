@@ -1,0 +1,190 @@
+//! The conformance suite of the [`StreamLog`] port, run on every adapter through
+//! [`streams_conformance!`](crate::streams_conformance).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{GroupStart, StreamError, StreamLog, parse_id};
+
+const S: &str = "complaints-stream";
+const NOW: Duration = Duration::ZERO;
+
+fn fields(n: usize) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("eventId".to_owned(), format!("e{n}")),
+        ("event".to_owned(), format!("{{\"n\":{n}}}")),
+    ])
+}
+
+fn ids_of(entries: &[super::Entry]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|e| e.fields["eventId"].clone())
+        .collect()
+}
+
+pub async fn ids_increase_and_any_position_can_be_read(log: Arc<dyn StreamLog>) {
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(log.append(S, &fields(n), None).await.expect("append"));
+    }
+    let parsed: Vec<(i64, i64)> = ids.iter().map(|i| parse_id(i).expect("id")).collect();
+    assert!(parsed.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    let all = log.range(S, None, 100).await.expect("range");
+    assert_eq!(ids_of(&all), ["e0", "e1", "e2", "e3", "e4"]);
+    assert_eq!(all[0].fields, fields(0));
+    let tail = log.range(S, Some(&ids[2]), 100).await.expect("range");
+    assert_eq!(ids_of(&tail), ["e3", "e4"]);
+    assert_eq!(log.len(S).await.expect("len"), 5);
+    assert!(matches!(
+        log.range(S, Some("nonsense"), 1).await,
+        Err(StreamError::BadId(_))
+    ));
+}
+
+pub async fn a_group_hands_each_entry_to_one_consumer_and_each_group_gets_all(
+    log: Arc<dyn StreamLog>,
+) {
+    log.create_group(S, "g1", GroupStart::Beginning)
+        .await
+        .expect("group");
+    log.create_group(S, "g1", GroupStart::Beginning)
+        .await
+        .expect("creating again is a no-op");
+    log.create_group(S, "g2", GroupStart::Beginning)
+        .await
+        .expect("group");
+    for n in 0..4 {
+        log.append(S, &fields(n), None).await.expect("append");
+    }
+    let a = log.read_group(S, "g1", "a", 2, NOW).await.expect("read");
+    let b = log.read_group(S, "g1", "b", 10, NOW).await.expect("read");
+    assert_eq!(ids_of(&a), ["e0", "e1"]);
+    assert_eq!(ids_of(&b), ["e2", "e3"]);
+    assert!(
+        log.read_group(S, "g1", "a", 10, NOW)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    assert_eq!(
+        log.read_group(S, "g2", "x", 10, NOW)
+            .await
+            .expect("read")
+            .len(),
+        4
+    );
+}
+
+pub async fn entries_stay_pending_until_acked(log: Arc<dyn StreamLog>) {
+    log.create_group(S, "g", GroupStart::Beginning)
+        .await
+        .expect("group");
+    log.append(S, &fields(0), None).await.expect("append");
+    log.append(S, &fields(1), None).await.expect("append");
+    let got = log.read_group(S, "g", "c", 10, NOW).await.expect("read");
+    assert_eq!(log.pending(S, "g").await.expect("pending"), 2);
+    assert_eq!(log.ack(S, "g", &[got[0].id.clone()]).await.expect("ack"), 1);
+    assert_eq!(
+        log.ack(S, "g", &[got[0].id.clone()]).await.expect("ack"),
+        0,
+        "acking twice counts once"
+    );
+    assert_eq!(log.pending(S, "g").await.expect("pending"), 1);
+}
+
+pub async fn entries_of_a_dead_consumer_are_reclaimed(log: Arc<dyn StreamLog>) {
+    log.create_group(S, "g", GroupStart::Beginning)
+        .await
+        .expect("group");
+    log.append(S, &fields(0), None).await.expect("append");
+    let got = log.read_group(S, "g", "dead", 10, NOW).await.expect("read");
+    assert_eq!(got.len(), 1);
+    assert!(
+        log.claim_idle(S, "g", "alive", Duration::from_secs(3600), 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "not idle long enough"
+    );
+    let claimed = log
+        .claim_idle(S, "g", "alive", NOW, 10)
+        .await
+        .expect("claim");
+    assert_eq!(ids_of(&claimed), ["e0"]);
+    assert_eq!(
+        log.ack(S, "g", &[claimed[0].id.clone()])
+            .await
+            .expect("ack"),
+        1
+    );
+    assert_eq!(log.pending(S, "g").await.expect("pending"), 0);
+}
+
+pub async fn a_group_started_at_the_end_skips_what_is_there(log: Arc<dyn StreamLog>) {
+    log.append(S, &fields(0), None).await.expect("append");
+    log.create_group(S, "late", GroupStart::End)
+        .await
+        .expect("group");
+    log.append(S, &fields(1), None).await.expect("append");
+    assert_eq!(
+        ids_of(&log.read_group(S, "late", "c", 10, NOW).await.expect("read")),
+        ["e1"]
+    );
+    assert!(matches!(
+        log.read_group(S, "missing", "c", 1, NOW).await,
+        Err(StreamError::NoGroup { .. })
+    ));
+}
+
+pub async fn the_cap_keeps_about_max_len_newest_entries(log: Arc<dyn StreamLog>) {
+    for n in 0..100 {
+        log.append(S, &fields(n), Some(20)).await.expect("append");
+    }
+    let len = log.len(S).await.expect("len");
+    assert!((20..=22).contains(&len), "len {len}");
+    let all = log.range(S, None, 100).await.expect("range");
+    assert_eq!(
+        all.last().map(|e| e.fields["eventId"].as_str()),
+        Some("e99")
+    );
+}
+
+pub async fn a_blocked_read_wakes_for_an_append(log: Arc<dyn StreamLog>) {
+    log.create_group(S, "g", GroupStart::Beginning)
+        .await
+        .expect("group");
+    let waiting = {
+        let log = log.clone();
+        tokio::spawn(async move {
+            log.read_group(S, "g", "c", 10, Duration::from_secs(10))
+                .await
+        })
+    };
+    log.append(S, &fields(0), None).await.expect("append");
+    assert_eq!(waiting.await.expect("task").expect("read").len(), 1);
+}
+
+#[macro_export]
+macro_rules! streams_conformance {
+    ($new:expr) => {
+        $crate::streams_conformance!(@tests $new;
+            ids_increase_and_any_position_can_be_read,
+            a_group_hands_each_entry_to_one_consumer_and_each_group_gets_all,
+            entries_stay_pending_until_acked,
+            entries_of_a_dead_consumer_are_reclaimed,
+            a_group_started_at_the_end_skips_what_is_there,
+            the_cap_keeps_about_max_len_newest_entries,
+            a_blocked_read_wakes_for_an_append,
+        );
+    };
+    (@tests $new:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $crate::streams::conformance::$name($new.await).await;
+            }
+        )+
+    };
+}
