@@ -314,13 +314,10 @@ impl StreamLog for SqliteStreams {
         let mut out = Vec::new();
         let mut ids: Vec<(i64, i64)> = Vec::new();
         for row in &rows {
-            match (row.try_get::<i64, _>("ms"), row.try_get::<i64, _>("seq")) {
-                (Ok(ms), Ok(seq)) => {
-                    ids.push((ms, seq));
-                    out.push(entry(row));
-                }
-                // Trimmed away while pending: nothing left to hand out.
-                _ => {}
+            // An entry trimmed away while pending has nothing left to hand out.
+            if let (Ok(ms), Ok(seq)) = (row.try_get::<i64, _>("ms"), row.try_get::<i64, _>("seq")) {
+                ids.push((ms, seq));
+                out.push(entry(row));
             }
         }
         if !ids.is_empty() {
