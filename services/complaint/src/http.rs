@@ -239,7 +239,7 @@ fn list_query(raw: Option<&str>) -> Result<(ListFilter, u32, Option<Cursor>), Ap
     let mut filter = ListFilter::default();
     let mut limit = DEFAULT_LIMIT;
     let mut cursor = None;
-    let pairs = form_pairs(raw.unwrap_or(""))?;
+    let pairs = sagaflow_runtime::http::query::pairs(raw)?;
     for (name, value) in pairs {
         match name.as_str() {
             "status" => filter.status = Some(Status::parse("status", &value).map_err(field)?),
@@ -292,43 +292,6 @@ fn list_query(raw: Option<&str>) -> Result<(ListFilter, u32, Option<Cursor>), Ap
         }
     }
     Ok((filter, limit, cursor))
-}
-
-/// Splits `a=1&b=2`, percent-decoding names and values.
-fn form_pairs(raw: &str) -> Result<Vec<(String, String)>, ApiError> {
-    raw.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            Ok((decode(name)?, decode(value)?))
-        })
-        .collect()
-}
-
-fn decode(text: &str) -> Result<String, ApiError> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| {
-                        ApiError::invalid_field("query", "has a malformed percent-escape")
-                    })?;
-                out.push(hex);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out)
-        .map_err(|_| ApiError::invalid_field("query", "is not UTF-8 once decoded"))
 }
 
 async fn list(

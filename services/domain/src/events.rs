@@ -218,6 +218,9 @@ pub struct NotificationFailed {
     pub recipient: String,
     pub error: String,
     pub attempts: u32,
+    /// Which mail failed (an addition to the seed's fields; readers may ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

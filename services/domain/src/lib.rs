@@ -4,12 +4,14 @@
 //! - [`events`]: every event type, its `eventData`, its routing key, exchange and stream.
 //! - [`envelope`]: the event envelope as it travels, and its parser.
 //! - [`complaint`]: the complaint aggregate: `decide(state, command)` and `evolve(state, event)`.
+//! - [`saga`]: the saga's rules: which mails an event causes, streams of the other aggregates.
 //! - [`view`]: the complaint's read model as a projection of its events.
 //! - [`time`]: the wire format of timestamps.
 
 pub mod complaint;
 pub mod envelope;
 pub mod events;
+pub mod saga;
 pub mod time;
 pub mod values;
 pub mod view;

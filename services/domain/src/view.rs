@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::complaint::{ComplaintState, EvolveError, evolve};
 use crate::envelope::Envelope;
+use crate::events::Payload;
+use crate::saga::templates;
 use crate::time::{millis, millis_opt};
 use crate::values::{Priority, SagaStatus, Status};
 
@@ -65,6 +67,10 @@ pub struct ComplaintProjection {
     pub audit_trail: Vec<serde_json::Value>,
     #[serde(default)]
     pub closing_mail_sent: bool,
+    /// For each compensation in progress (by failed event id), the services that reported
+    /// their part done ("notification", "audit").
+    #[serde(default)]
+    pub compensation_acks: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 impl ComplaintProjection {
@@ -87,6 +93,57 @@ impl ComplaintProjection {
             correlation_id: envelope.metadata.correlation_id.clone(),
         });
         Ok(true)
+    }
+
+    /// Applies an event of another service about this complaint (notifications, audit marks).
+    /// Returns false when it was applied already.
+    pub fn apply_external(&mut self, envelope: &Envelope) -> bool {
+        let seen = |list: &[serde_json::Value]| list.iter().any(|e| e["eventId"] == envelope.event_id.as_str());
+        if seen(&self.notifications) || seen(&self.audit_trail) {
+            return false;
+        }
+        let at = crate::time::format(&envelope.metadata.timestamp);
+        let base = serde_json::json!({"eventId": envelope.event_id, "eventType": envelope.event_type, "at": at});
+        let merged = |extra: serde_json::Value| {
+            let mut entry = base.clone();
+            if let (Some(e), Some(x)) = (entry.as_object_mut(), extra.as_object()) {
+                e.extend(x.clone());
+            }
+            entry
+        };
+        match envelope.payload() {
+            Ok(Payload::NotificationSent(n)) => {
+                if n.template == templates::CLOSED_USER {
+                    self.closing_mail_sent = true;
+                }
+                self.notifications.push(merged(serde_json::json!({
+                    "notificationId": n.notification_id, "template": n.template, "recipient": n.recipient,
+                    "channel": n.channel, "triggerEventId": n.trigger_event_id, "status": "SENT"})));
+            }
+            Ok(Payload::NotificationFailed(n)) => self.notifications.push(merged(serde_json::json!({
+                "notificationId": n.notification_id, "template": n.template, "recipient": n.recipient,
+                "triggerEventId": n.trigger_event_id, "status": "FAILED", "error": n.error, "attempts": n.attempts}))),
+            Ok(Payload::NotificationCompensation(n)) => {
+                self.compensation_acks.entry(n.failed_event_id.clone()).or_default().insert("notification".into());
+                self.notifications.push(merged(serde_json::json!({
+                    "failedEventId": n.failed_event_id, "cancelledNotificationIds": n.cancelled_notification_ids,
+                    "correctionSentTo": n.correction_sent_to, "status": "COMPENSATED"})));
+            }
+            Ok(Payload::AuditCompensation(a)) => {
+                self.compensation_acks.entry(a.failed_event_id.clone()).or_default().insert("audit".into());
+                self.audit_trail.push(merged(serde_json::json!({
+                    "failedEventId": a.failed_event_id, "compensatedEventIds": a.compensated_event_ids})));
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// The compensation in progress whose other parts are all done, if any.
+    pub fn compensation_ready(&self) -> Option<String> {
+        let pending = self.state.complaint.as_ref()?.compensation.as_ref()?;
+        let acks = self.compensation_acks.get(&pending.failed_event_id)?;
+        (acks.contains("notification") && acks.contains("audit")).then(|| pending.failed_event_id.clone())
     }
 
     pub fn view(&self) -> Option<ComplaintView> {

@@ -4,6 +4,8 @@
 //!   adapter and its conformance suite.
 //! - [`bus`]: the message bus port (RabbitMQ's semantics), its embedded adapter and conformance suite.
 //! - [`streams`]: the stream log port (Redis Streams' semantics), its embedded adapter and conformance suite.
+//! - [`outbox`], [`relay`]: the transactional outbox and the relay that publishes it.
+//! - [`consumer`], [`inbox`]: the consumer loop (retries, dead letters) and idempotent handling.
 //! - [`sqlite`]: opening an embedded database safely.
 //! - [`http`]: the contract's errors, strict JSON bodies, request context, health and metrics routes.
 //! - [`metrics`]: the Prometheus registry of a service.
@@ -13,10 +15,16 @@
 
 pub mod bus;
 pub mod config;
+pub mod consumer;
 pub mod event_log;
+pub mod inbox;
 pub mod http;
 pub mod metrics;
+pub mod outbox;
+pub mod pipeline;
+pub mod relay;
 pub mod shutdown;
 pub mod sqlite;
 pub mod streams;
+pub mod tasks;
 pub mod telemetry;

@@ -18,8 +18,8 @@ pub struct Db {
 }
 
 impl Db {
-    /// Opens (creating it if needed) the database at `path` and runs `schema` on it.
-    pub async fn open(path: &Path, schema: &'static str) -> Result<Self, sqlx::Error> {
+    /// Opens (creating it if needed) the database at `path` and runs each schema on it.
+    pub async fn open(path: &Path, schemas: &[&'static str]) -> Result<Self, sqlx::Error> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -27,22 +27,22 @@ impl Db {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        Self::connect(options, schema).await
+        Self::connect(options, schemas).await
     }
 
     /// Opens a `sqlite://` URL (as `DATABASE_URL` gives it).
-    pub async fn open_url(url: &str, schema: &'static str) -> Result<Self, sqlx::Error> {
+    pub async fn open_url(url: &str, schemas: &[&'static str]) -> Result<Self, sqlx::Error> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10));
-        Self::connect(options, schema).await
+        Self::connect(options, schemas).await
     }
 
     async fn connect(
         options: SqliteConnectOptions,
-        schema: &'static str,
+        schemas: &[&'static str],
     ) -> Result<Self, sqlx::Error> {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
@@ -50,7 +50,9 @@ impl Db {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.clone())
             .await?;
-        sqlx::raw_sql(schema).execute(&writer).await?;
+        for &schema in schemas {
+            sqlx::raw_sql(schema).execute(&writer).await?;
+        }
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))

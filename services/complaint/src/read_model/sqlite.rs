@@ -67,7 +67,7 @@ fn u64_of(v: i64) -> u64 {
 
 impl SqliteViews {
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Db::open(path, SCHEMA)
+        let db = Db::open(path, &[SCHEMA])
             .await
             .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", path.display())))?;
         Ok(Self { db })

@@ -104,7 +104,7 @@ fn u64_of(v: i64) -> u64 {
 
 impl SqliteBus {
     pub async fn open(path: &Path) -> Result<Self, BusError> {
-        let db = Db::open(path, SCHEMA)
+        let db = Db::open(path, &[SCHEMA])
             .await
             .map_err(|e| BusError::Unavailable(format!("opening {}: {e}", path.display())))?;
         // Deliveries of a previous process were never settled: hand them out again.

@@ -54,6 +54,10 @@ pub struct Positioned {
 pub struct OutboxRow {
     pub id: u64,
     pub event_id: String,
+    /// Messages of one aggregate are delivered in order.
+    pub aggregate_id: String,
+    pub correlation_id: String,
+    pub event_type: String,
     pub exchange: String,
     pub routing_key: String,
     pub stream: String,

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use async_trait::async_trait;
-use sagaflow_domain::{AggregateType, Envelope};
+use sagaflow_domain::Envelope;
 use sqlx::Row;
 
 use super::{
@@ -15,7 +15,7 @@ use super::{
 };
 use crate::sqlite::Db;
 
-const SCHEMA: &str = r#"
+const EVENTS: &str = r#"
 CREATE TABLE IF NOT EXISTS events (
     position    INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id    TEXT NOT NULL UNIQUE,
@@ -25,16 +25,6 @@ CREATE TABLE IF NOT EXISTS events (
     envelope    TEXT NOT NULL,
     UNIQUE (stream_id, version)
 );
-CREATE TABLE IF NOT EXISTS outbox (
-    id           INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id     TEXT NOT NULL UNIQUE,
-    exchange     TEXT NOT NULL,
-    routing_key  TEXT NOT NULL,
-    stream       TEXT NOT NULL,
-    payload      TEXT NOT NULL,
-    published_at TEXT
-);
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE published_at IS NULL;
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     key         TEXT PRIMARY KEY,
     stream_id   TEXT NOT NULL,
@@ -46,6 +36,13 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 #[derive(Debug, Clone)]
 pub struct SqliteEventLog {
     db: Db,
+}
+
+impl SqliteEventLog {
+    /// The outbox of this log, for the relay.
+    pub fn outbox(&self) -> crate::outbox::SqliteOutbox {
+        crate::outbox::SqliteOutbox::new(self.db.clone())
+    }
 }
 
 fn unavailable(context: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
@@ -67,7 +64,7 @@ fn to_i64(v: u64) -> i64 {
 impl SqliteEventLog {
     /// Opens or creates the log in `path`.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Db::open(path, SCHEMA)
+        let db = Db::open(path, &[EVENTS, crate::outbox::SCHEMA])
             .await
             .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", path.display())))?;
         Ok(Self { db })
@@ -75,7 +72,7 @@ impl SqliteEventLog {
 
     /// Opens a `sqlite://` URL.
     pub async fn open_url(url: &str) -> Result<Self, StoreError> {
-        let db = Db::open_url(url, SCHEMA)
+        let db = Db::open_url(url, &[EVENTS, crate::outbox::SCHEMA])
             .await
             .map_err(|e| StoreError::Unavailable(format!("opening the event log: {e}")))?;
         Ok(Self { db })
@@ -178,18 +175,9 @@ impl EventLog for SqliteEventLog {
                 }
                 Err(e) => return Err(unavailable("appending an event")(e).into()),
             }
-            let aggregate = event.aggregate().unwrap_or(AggregateType::Complaint);
-            sqlx::query(
-                "INSERT INTO outbox (event_id, exchange, routing_key, stream, payload) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(&event.event_id)
-            .bind(aggregate.exchange())
-            .bind(event.routing_key())
-            .bind(aggregate.stream())
-            .bind(&json)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable("writing an outbox row"))?;
+            crate::outbox::write(&mut tx, event, &json)
+                .await
+                .map_err(unavailable("writing an outbox row"))?;
         }
         tx.commit()
             .await
@@ -252,25 +240,7 @@ impl EventLog for SqliteEventLog {
     }
 
     async fn pending_outbox(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, event_id, exchange, routing_key, stream, payload FROM outbox \
-             WHERE published_at IS NULL ORDER BY id LIMIT ?",
-        )
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.db.reader)
-        .await
-        .map_err(unavailable("reading the outbox"))?;
-        Ok(rows
-            .iter()
-            .map(|row| OutboxRow {
-                id: to_u64(row.get(0)),
-                event_id: row.get(1),
-                exchange: row.get(2),
-                routing_key: row.get(3),
-                stream: row.get(4),
-                payload: row.get(5),
-            })
-            .collect())
+        crate::outbox::pending(&self.db.reader, limit).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

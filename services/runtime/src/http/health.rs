@@ -67,3 +67,36 @@ async fn metrics(State(state): State<HealthState>) -> Response {
     )
         .into_response()
 }
+
+type CheckFn = dyn Fn() -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync;
+
+struct FnCheck {
+    name: &'static str,
+    check: Box<CheckFn>,
+}
+
+#[async_trait]
+impl ReadinessCheck for FnCheck {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    async fn check(&self) -> Result<(), String> {
+        (self.check)().await
+    }
+}
+
+/// A readiness check from a closure that pings a backend.
+pub fn check<F, Fut, E>(name: &'static str, ping: F) -> Arc<dyn ReadinessCheck>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    Arc::new(FnCheck {
+        name,
+        check: Box::new(move || {
+            let fut = ping();
+            Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
+        }),
+    })
+}

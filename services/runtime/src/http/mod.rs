@@ -8,9 +8,11 @@
 
 pub mod body;
 pub mod context;
+pub mod dlq;
 pub mod error;
 pub mod health;
 pub mod path;
+pub mod query;
 
 use axum::Router;
 use axum::http::HeaderName;
@@ -21,6 +23,14 @@ pub use error::ApiError;
 pub use path::PathId;
 
 use crate::metrics::Metrics;
+
+/// `GET /openapi.json` serving a service's document.
+pub fn openapi_route(document: &'static str) -> Router {
+    Router::new().route(
+        "/openapi.json",
+        axum::routing::get(move || async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], document) }),
+    )
+}
 
 /// Wraps a service's router with what every service has: JSON 404 and 405, the request
 /// middleware (correlation id, span, metrics).

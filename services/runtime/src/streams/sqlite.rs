@@ -66,7 +66,7 @@ fn entry(row: &SqliteRow) -> Entry {
 
 impl SqliteStreams {
     pub async fn open(path: &Path) -> Result<Self, StreamError> {
-        let db = Db::open(path, SCHEMA)
+        let db = Db::open(path, &[SCHEMA])
             .await
             .map_err(|e| StreamError::Unavailable(format!("opening {}: {e}", path.display())))?;
         Ok(Self {

@@ -1,0 +1,95 @@
+//! The audit service (port 3007): every event of every aggregate recorded once, trails,
+//! search, and compensation marks with their AUDIT_COMPENSATION event.
+//!
+//! - [`store`]: the audit log port and its embedded adapter.
+//! - [`http`]: routes and handlers.
+
+pub mod http;
+pub mod store;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sagaflow_runtime::bus::topology::AUDIT_SERVICE;
+use sagaflow_runtime::consumer::{Failure, Handler, Incoming};
+use sagaflow_runtime::event_log::StoreError;
+use sagaflow_runtime::http::health::{HealthState, check};
+use sagaflow_runtime::metrics::Metrics;
+use sagaflow_runtime::pipeline::Pipeline;
+use sagaflow_runtime::tasks::Tasks;
+use tokio::sync::Notify;
+
+use crate::store::{AuditLog, Recorded, SqliteAudit};
+
+pub const SERVICE: &str = AUDIT_SERVICE;
+pub const DEFAULT_PORT: u16 = 3007;
+pub const EXCHANGE: &str = "audit.events";
+
+struct Recorder {
+    log: Arc<dyn AuditLog>,
+    relay: Arc<Notify>,
+    metrics: Metrics,
+}
+
+#[async_trait]
+impl Handler for Recorder {
+    async fn handle(&self, incoming: &Incoming) -> Result<(), Failure> {
+        match self.log.record(&incoming.envelope).await {
+            Ok(Recorded::New { compensation }) => {
+                if let Some(event) = compensation {
+                    self.metrics.event_published(&event.event_type);
+                    tracing::info!(failedEventId = %event.event_data["failedEventId"], "audit entries marked compensated");
+                    self.relay.notify_one();
+                }
+                Ok(())
+            }
+            Ok(Recorded::Duplicate) => Ok(()),
+            Ok(Recorded::TooEarly { expected }) => Err(Failure::Transient(format!("waiting for version {expected} of {}", incoming.envelope.aggregate_id))),
+            Err(StoreError::Unavailable(e)) => Err(Failure::Transient(e)),
+            Err(StoreError::Corrupt(e)) => Err(Failure::Business(e)),
+        }
+    }
+}
+
+pub struct AuditService {
+    pub log: Arc<dyn AuditLog>,
+    pub metrics: Metrics,
+    sqlite: SqliteAudit,
+    pipeline: Pipeline,
+    tasks: Tasks,
+}
+
+impl AuditService {
+    pub async fn open(dir: &std::path::Path, pipeline: Pipeline) -> Result<Self, StoreError> {
+        let metrics = Metrics::new(SERVICE).map_err(|e| StoreError::Unavailable(format!("registering metrics: {e}")))?;
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("creating {}: {e}", dir.display())))?;
+        let sqlite = SqliteAudit::open(&dir.join("audit.db")).await?;
+        let log: Arc<dyn AuditLog> = Arc::new(sqlite.clone());
+        let mut tasks = Tasks::default();
+        let relay = pipeline.start_relay(&mut tasks, Arc::new(sqlite.outbox()), &metrics);
+        let handler = Arc::new(Recorder { log: log.clone(), relay, metrics: metrics.clone() });
+        pipeline.start_consumers(&mut tasks, SERVICE, handler, &metrics);
+        pipeline.watch_dlq(&mut tasks, EXCHANGE, &metrics);
+        Ok(Self { log, metrics, sqlite, pipeline, tasks })
+    }
+
+    pub fn router(&self, correlation_header: axum::http::HeaderName) -> axum::Router {
+        let log = self.log.clone();
+        let mut checks = vec![check("audit-log", move || {
+            let l = log.clone();
+            async move { l.ping().await }
+        })];
+        checks.extend(self.pipeline.checks());
+        let health = HealthState { checks: Arc::new(checks), metrics: self.metrics.clone() };
+        let router = http::routes(self.log.clone())
+            .merge(sagaflow_runtime::http::dlq::routes(self.pipeline.bus.clone(), EXCHANGE))
+            .merge(sagaflow_runtime::http::health::routes(health))
+            .merge(sagaflow_runtime::http::openapi_route(include_str!("../openapi.json")));
+        sagaflow_runtime::http::finish(router, correlation_header, &self.metrics)
+    }
+
+    pub async fn close(mut self) {
+        self.tasks.stop().await;
+        self.sqlite.close().await;
+    }
+}

@@ -1,0 +1,254 @@
+//! The audit log port and its embedded adapter. Recording an event, its compensation marks, the
+//! AUDIT_COMPENSATION event's outbox row and the inbox record commit in one transaction.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sagaflow_domain::events::{AuditCompensation, Payload};
+use sagaflow_domain::saga::{audit_stream, compensated_event_ids};
+use sagaflow_domain::{Context, Envelope};
+use sagaflow_runtime::event_log::StoreError;
+use sagaflow_runtime::inbox::{self, Claim};
+use sagaflow_runtime::outbox::SqliteOutbox;
+use sagaflow_runtime::sqlite::Db;
+use serde_json::{Value, json};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+/// What recording an event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    New { compensation: Option<Envelope> },
+    Duplicate,
+    TooEarly { expected: u64 },
+}
+
+/// The filters of `GET /api/audit/search`.
+#[derive(Debug, Clone, Default)]
+pub struct Search {
+    pub event_type: Option<String>,
+    pub aggregate_id: Option<String>,
+    pub user_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub compensated: Option<bool>,
+    pub after: u64,
+    pub limit: u32,
+}
+
+#[async_trait]
+pub trait AuditLog: Send + Sync + 'static {
+    async fn record(&self, event: &Envelope) -> Result<Recorded, StoreError>;
+    /// An aggregate's entries by version.
+    async fn trail(&self, aggregate_id: &str) -> Result<Vec<Value>, StoreError>;
+    /// Entries matching, in recording order, after `search.after`; with the last seq.
+    async fn search(&self, search: &Search) -> Result<(Vec<Value>, Option<u64>), StoreError>;
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS entries (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id         TEXT NOT NULL UNIQUE,
+    event_type       TEXT NOT NULL,
+    aggregate_id     TEXT NOT NULL,
+    aggregate_type   TEXT NOT NULL,
+    complaint_id     TEXT,
+    trigger_event_id TEXT,
+    version          INTEGER NOT NULL,
+    correlation_id   TEXT NOT NULL,
+    user_id          TEXT,
+    timestamp        INTEGER NOT NULL,
+    recorded_at      INTEGER NOT NULL,
+    compensated      INTEGER NOT NULL DEFAULT 0,
+    compensated_by   TEXT,
+    envelope         TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_aggregate ON entries (aggregate_id, version);
+CREATE INDEX IF NOT EXISTS entries_type ON entries (event_type, seq);
+CREATE INDEX IF NOT EXISTS entries_correlation ON entries (correlation_id, seq);
+CREATE INDEX IF NOT EXISTS entries_user ON entries (user_id, seq);
+CREATE INDEX IF NOT EXISTS entries_trigger ON entries (trigger_event_id);
+CREATE TABLE IF NOT EXISTS own_streams (
+    aggregate_id TEXT PRIMARY KEY,
+    version      INTEGER NOT NULL
+);
+"#;
+
+#[derive(Debug, Clone)]
+pub struct SqliteAudit {
+    db: Db,
+}
+
+fn unavailable(context: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |e| StoreError::Unavailable(format!("{context}: {e}"))
+}
+
+fn entry(row: &SqliteRow) -> Value {
+    let ts = |ms: i64| DateTime::from_timestamp_millis(ms).map(|t| sagaflow_domain::time::format(&t));
+    json!({
+        "seq": row.get::<i64, _>("seq"),
+        "eventId": row.get::<String, _>("event_id"),
+        "eventType": row.get::<String, _>("event_type"),
+        "aggregateId": row.get::<String, _>("aggregate_id"),
+        "aggregateType": row.get::<String, _>("aggregate_type"),
+        "complaintId": row.get::<Option<String>, _>("complaint_id"),
+        "version": row.get::<i64, _>("version"),
+        "correlationId": row.get::<String, _>("correlation_id"),
+        "userId": row.get::<Option<String>, _>("user_id"),
+        "timestamp": ts(row.get("timestamp")),
+        "recordedAt": ts(row.get("recorded_at")),
+        "compensated": row.get::<i64, _>("compensated") != 0,
+        "compensatedBy": row.get::<Option<String>, _>("compensated_by"),
+    })
+}
+
+impl SqliteAudit {
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Db::open(path, &[SCHEMA, sagaflow_runtime::inbox::SCHEMA, sagaflow_runtime::outbox::SCHEMA])
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", path.display())))?;
+        Ok(Self { db })
+    }
+
+    pub fn outbox(&self) -> SqliteOutbox {
+        SqliteOutbox::new(self.db.clone())
+    }
+
+    pub async fn close(&self) {
+        self.db.close().await;
+    }
+}
+
+#[async_trait]
+impl AuditLog for SqliteAudit {
+    async fn record(&self, event: &Envelope) -> Result<Recorded, StoreError> {
+        let fail = unavailable("recording an audit entry");
+        let mut tx = self.db.writer.begin().await.map_err(&fail)?;
+        match inbox::claim(&mut tx, event).await.map_err(&fail)? {
+            Claim::Duplicate => return Ok(Recorded::Duplicate),
+            Claim::TooEarly { expected } => return Ok(Recorded::TooEarly { expected }),
+            Claim::New => {}
+        }
+        let payload = event.payload().ok();
+        let complaint_id = match (&payload, event.aggregate()) {
+            (_, Some(sagaflow_domain::AggregateType::Complaint)) => Some(event.aggregate_id.clone()),
+            _ => event.event_data.get("complaintId").and_then(Value::as_str).map(str::to_owned),
+        };
+        let trigger = event.event_data.get("triggerEventId").and_then(Value::as_str);
+        sqlx::query(
+            "INSERT INTO entries (event_id, event_type, aggregate_id, aggregate_type, complaint_id, trigger_event_id, version, \
+             correlation_id, user_id, timestamp, recorded_at, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&event.event_id)
+        .bind(&event.event_type)
+        .bind(&event.aggregate_id)
+        .bind(&event.aggregate_type)
+        .bind(&complaint_id)
+        .bind(trigger)
+        .bind(i64::try_from(event.metadata.version).unwrap_or(i64::MAX))
+        .bind(&event.metadata.correlation_id)
+        .bind(&event.metadata.user_id)
+        .bind(event.metadata.timestamp.timestamp_millis())
+        .bind(Utc::now().timestamp_millis())
+        .bind(event.to_json())
+        .execute(&mut *tx)
+        .await
+        .map_err(&fail)?;
+
+        let mut compensation = None;
+        if let Some(Payload::ComplaintCompensationRequired(required)) = payload {
+            let ids = compensated_event_ids(&required, sagaflow_runtime::bus::topology::AUDIT_SERVICE);
+            // The undone steps' entries, and the notifications they caused.
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE entries SET compensated = 1, compensated_by = ");
+            q.push_bind(event.event_id.clone()).push(" WHERE event_id IN (");
+            let mut list = q.separated(", ");
+            for id in &ids {
+                list.push_bind(id.clone());
+            }
+            q.push(") OR trigger_event_id IN (");
+            let mut list = q.separated(", ");
+            for id in &ids {
+                list.push_bind(id.clone());
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await.map_err(&fail)?;
+
+            let stream = audit_stream(&required.complaint_id);
+            let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM own_streams WHERE aggregate_id = ?")
+                .bind(&stream)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(&fail)?;
+            let version = u64::try_from(last).unwrap_or(0) + 1;
+            let ctx = Context {
+                correlation_id: event.metadata.correlation_id.clone(),
+                causation_id: Some(event.event_id.clone()),
+                user_id: None,
+                at: Utc::now(),
+            };
+            let data = Payload::AuditCompensation(AuditCompensation {
+                complaint_id: required.complaint_id.clone(),
+                failed_event_id: required.failed_event_id.clone(),
+                compensated_event_ids: ids,
+            });
+            let out = Envelope::new(uuid::Uuid::new_v4().to_string(), &stream, version, &data, &ctx);
+            sqlx::query("INSERT INTO own_streams (aggregate_id, version) VALUES (?, ?) ON CONFLICT (aggregate_id) DO UPDATE SET version = excluded.version")
+                .bind(&stream)
+                .bind(i64::try_from(version).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await
+                .map_err(&fail)?;
+            sagaflow_runtime::outbox::write(&mut tx, &out, &out.to_json()).await.map_err(&fail)?;
+            compensation = Some(out);
+        }
+        tx.commit().await.map_err(&fail)?;
+        Ok(Recorded::New { compensation })
+    }
+
+    async fn trail(&self, aggregate_id: &str) -> Result<Vec<Value>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM entries WHERE aggregate_id = ? ORDER BY version, seq")
+            .bind(aggregate_id)
+            .fetch_all(&self.db.reader)
+            .await
+            .map_err(unavailable("reading a trail"))?;
+        Ok(rows.iter().map(entry).collect())
+    }
+
+    async fn search(&self, s: &Search) -> Result<(Vec<Value>, Option<u64>), StoreError> {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT * FROM entries WHERE seq > ");
+        q.push_bind(i64::try_from(s.after).unwrap_or(i64::MAX));
+        for (column, value) in [
+            ("event_type", &s.event_type),
+            ("aggregate_id", &s.aggregate_id),
+            ("user_id", &s.user_id),
+            ("correlation_id", &s.correlation_id),
+        ] {
+            if let Some(v) = value {
+                q.push(format!(" AND {column} = ")).push_bind(v.clone());
+            }
+        }
+        if let Some(from) = s.from {
+            q.push(" AND timestamp >= ").push_bind(from.timestamp_millis());
+        }
+        if let Some(to) = s.to {
+            q.push(" AND timestamp <= ").push_bind(to.timestamp_millis());
+        }
+        if let Some(c) = s.compensated {
+            q.push(" AND compensated = ").push_bind(i64::from(c));
+        }
+        q.push(" ORDER BY seq LIMIT ").push_bind(i64::from(s.limit) + 1);
+        let rows = q.build().fetch_all(&self.db.reader).await.map_err(unavailable("searching"))?;
+        let more = rows.len() > s.limit as usize;
+        let items: Vec<Value> = rows.iter().take(s.limit as usize).map(entry).collect();
+        let next = if more { items.last().and_then(|v| v["seq"].as_u64()) } else { None };
+        Ok((items, next))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.db.reader).await.map_err(unavailable("pinging the audit log"))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,131 @@
+//! The archive port and its embedded adapter: every event once (by event id), with a global
+//! position in archive order.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use sagaflow_domain::Envelope;
+use sagaflow_runtime::event_log::{Positioned, StoreError};
+use sagaflow_runtime::sqlite::Db;
+use sqlx::Row;
+
+#[async_trait]
+pub trait Archive: Send + Sync + 'static {
+    /// Stores the event unless its id is there already; true when it was new.
+    async fn append(&self, event: &Envelope) -> Result<bool, StoreError>;
+    /// A stream's events with `version >= from_version`, by version.
+    async fn stream(&self, aggregate_id: &str, from_version: u64) -> Result<Vec<Envelope>, StoreError>;
+    /// Events after global position `after`, in global order.
+    async fn all(&self, after: u64, limit: usize) -> Result<Vec<Positioned>, StoreError>;
+    async fn count(&self) -> Result<u64, StoreError>;
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS events (
+    position       INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id       TEXT NOT NULL UNIQUE,
+    aggregate_id   TEXT NOT NULL,
+    aggregate_type TEXT NOT NULL,
+    event_type     TEXT NOT NULL,
+    version        INTEGER NOT NULL,
+    envelope       TEXT NOT NULL,
+    archived_at    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_stream ON events (aggregate_id, version);
+"#;
+
+#[derive(Debug, Clone)]
+pub struct SqliteArchive {
+    db: Db,
+}
+
+fn unavailable(context: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |e| StoreError::Unavailable(format!("{context}: {e}"))
+}
+
+fn decode(text: &str) -> Result<Envelope, StoreError> {
+    Envelope::from_slice(text.as_bytes()).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl SqliteArchive {
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Db::open(path, &[SCHEMA])
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", path.display())))?;
+        Ok(Self { db })
+    }
+
+    pub async fn close(&self) {
+        self.db.close().await;
+    }
+}
+
+#[async_trait]
+impl Archive for SqliteArchive {
+    async fn append(&self, event: &Envelope) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT OR IGNORE INTO events (event_id, aggregate_id, aggregate_type, event_type, version, envelope, archived_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&event.event_id)
+        .bind(&event.aggregate_id)
+        .bind(&event.aggregate_type)
+        .bind(&event.event_type)
+        .bind(i64::try_from(event.metadata.version).unwrap_or(i64::MAX))
+        .bind(event.to_json())
+        .bind(chrono_now_ms())
+        .execute(&self.db.writer)
+        .await
+        .map_err(unavailable("archiving an event"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn stream(&self, aggregate_id: &str, from_version: u64) -> Result<Vec<Envelope>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT envelope FROM events WHERE aggregate_id = ? AND version >= ? ORDER BY version, position",
+        )
+        .bind(aggregate_id)
+        .bind(i64::try_from(from_version).unwrap_or(i64::MAX))
+        .fetch_all(&self.db.reader)
+        .await
+        .map_err(unavailable("reading a stream"))?;
+        rows.iter().map(|r| decode(r)).collect()
+    }
+
+    async fn all(&self, after: u64, limit: usize) -> Result<Vec<Positioned>, StoreError> {
+        let rows = sqlx::query("SELECT position, envelope FROM events WHERE position > ? ORDER BY position LIMIT ?")
+            .bind(i64::try_from(after).unwrap_or(i64::MAX))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.db.reader)
+            .await
+            .map_err(unavailable("reading all events"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(Positioned {
+                    position: u64::try_from(row.get::<i64, _>(0)).unwrap_or(0),
+                    envelope: decode(row.get(1))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn count(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+            .fetch_one(&self.db.reader)
+            .await
+            .map_err(unavailable("counting events"))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.db.reader).await.map_err(unavailable("pinging the archive"))?;
+        Ok(())
+    }
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,125 @@
+//! The event store service (port 3008): the archive of every event of every aggregate, fed by
+//! the Redis streams (consumer group `event-store`); streams by version, global order, replay,
+//! and state rebuilt by folding the domain's own aggregate.
+//!
+//! - [`archive`]: the archive port and its embedded adapter.
+//! - [`http`]: routes and handlers.
+
+pub mod archive;
+pub mod http;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use sagaflow_runtime::bus::MessageBus;
+use sagaflow_runtime::bus::topology::{EVENT_STORE_GROUP, STREAMS};
+use sagaflow_runtime::consumer::{Failure, Handler, Incoming, StreamConsumer};
+use sagaflow_runtime::event_log::StoreError;
+use sagaflow_runtime::http::health::{HealthState, check};
+use sagaflow_runtime::metrics::Metrics;
+use sagaflow_runtime::streams::StreamLog;
+use sagaflow_runtime::tasks::Tasks;
+
+use crate::archive::{Archive, SqliteArchive};
+
+pub const SERVICE: &str = "event-store";
+pub const DEFAULT_PORT: u16 = 3008;
+
+/// Archives each event once.
+struct Archiver {
+    archive: Arc<dyn Archive>,
+    metrics: Metrics,
+}
+
+#[async_trait]
+impl Handler for Archiver {
+    async fn handle(&self, incoming: &Incoming) -> Result<(), Failure> {
+        let started = Instant::now();
+        let new = self
+            .archive
+            .append(&incoming.envelope)
+            .await
+            .map_err(|e| Failure::Transient(e.to_string()))?;
+        self.metrics.store_append.with_label_values(&[SERVICE]).observe(started.elapsed().as_secs_f64());
+        if new {
+            self.metrics.store_events.inc();
+        }
+        Ok(())
+    }
+}
+
+pub struct EventStoreService {
+    pub archive: Arc<dyn Archive>,
+    pub metrics: Metrics,
+    sqlite: SqliteArchive,
+    bus: Arc<dyn MessageBus>,
+    streams: Arc<dyn StreamLog>,
+    tasks: Tasks,
+}
+
+impl EventStoreService {
+    /// Opens the archive under `dir` and starts reading both streams.
+    pub async fn open(
+        dir: &std::path::Path,
+        bus: Arc<dyn MessageBus>,
+        streams: Arc<dyn StreamLog>,
+        consumer_name: &str,
+        reclaim_after: Duration,
+    ) -> Result<Self, StoreError> {
+        let metrics = Metrics::new(SERVICE).map_err(|e| StoreError::Unavailable(format!("registering metrics: {e}")))?;
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("creating {}: {e}", dir.display())))?;
+        let sqlite = SqliteArchive::open(&dir.join("archive.db")).await?;
+        let archive: Arc<dyn Archive> = Arc::new(sqlite.clone());
+        metrics.store_events.set(i64::try_from(archive.count().await?).unwrap_or(i64::MAX));
+        let handler: Arc<dyn Handler> = Arc::new(Archiver { archive: archive.clone(), metrics: metrics.clone() });
+        let mut tasks = Tasks::default();
+        for stream in STREAMS {
+            tasks.spawn(
+                StreamConsumer {
+                    streams: streams.clone(),
+                    stream: stream.to_owned(),
+                    group: EVENT_STORE_GROUP.to_owned(),
+                    consumer: consumer_name.to_owned(),
+                    handler: handler.clone(),
+                    min_idle: reclaim_after,
+                    metrics: metrics.clone(),
+                }
+                .run(),
+            );
+        }
+        Ok(Self { archive, metrics, sqlite, bus, streams, tasks })
+    }
+
+    pub fn router(&self, correlation_header: axum::http::HeaderName) -> axum::Router {
+        let archive = self.archive.clone();
+        let bus = self.bus.clone();
+        let streams = self.streams.clone();
+        let health = HealthState {
+            checks: Arc::new(vec![
+                check("archive", move || {
+                    let a = archive.clone();
+                    async move { a.ping().await }
+                }),
+                check("message-bus", move || {
+                    let b = bus.clone();
+                    async move { b.ping().await }
+                }),
+                check("stream-log", move || {
+                    let s = streams.clone();
+                    async move { s.ping().await }
+                }),
+            ]),
+            metrics: self.metrics.clone(),
+        };
+        let router = http::routes(self.archive.clone(), self.bus.clone())
+            .merge(sagaflow_runtime::http::health::routes(health))
+            .merge(sagaflow_runtime::http::openapi_route(include_str!("../openapi.json")));
+        sagaflow_runtime::http::finish(router, correlation_header, &self.metrics)
+    }
+
+    pub async fn close(mut self) {
+        self.tasks.stop().await;
+        self.sqlite.close().await;
+    }
+}

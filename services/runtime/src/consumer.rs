@@ -1,0 +1,248 @@
+//! The consumer loop every service shares: parse, hand to the service's handler, then settle.
+//!
+//! - A poison message (not JSON, not a valid envelope) is dead-lettered at once.
+//! - A business error (an unknown aggregate, a refused transition) is dead-lettered at once: it
+//!   would fail the same way again.
+//! - A transient failure is retried after `base`, `2·base`, `4·base` … (capped), and
+//!   dead-lettered with its last error after `max_attempts` attempts.
+//! - A handled message is acked only after the handler committed its effect; handlers are
+//!   idempotent by event id (see [`inbox`](crate::inbox)), so a redelivery changes nothing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use sagaflow_domain::Envelope;
+
+use crate::bus::{Delivery, MessageBus, headers};
+use crate::metrics::Metrics;
+use crate::streams::{Entry, GroupStart, StreamLog};
+
+/// When to try a failed message again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub base: Duration,
+    pub cap: Duration,
+    pub max_attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    /// 1 s, 2 s, 4 s, 8 s … capped at 60 s, 5 attempts.
+    fn default() -> Self {
+        Self { base: Duration::from_secs(1), cap: Duration::from_secs(60), max_attempts: 5 }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before attempt `failed + 1`, after `failed` failures (1-based).
+    pub fn delay(&self, failed: u32) -> Duration {
+        let factor = 1u32.checked_shl(failed.saturating_sub(1)).unwrap_or(u32::MAX);
+        self.base.saturating_mul(factor).min(self.cap)
+    }
+}
+
+/// Why a handler did not apply an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// Worth trying again (a backend away, an earlier version not applied yet).
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Will fail the same way every time.
+    #[error("business: {0}")]
+    Business(String),
+}
+
+/// A message as the handler sees it.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub envelope: Envelope,
+    /// Re-emitted by the event store's replay.
+    pub replay: bool,
+}
+
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Applies the event and commits its effect with the inbox record, or says why not.
+    async fn handle(&self, incoming: &Incoming) -> Result<(), Failure>;
+}
+
+/// One queue's consumer.
+pub struct QueueConsumer {
+    pub bus: Arc<dyn MessageBus>,
+    pub queue: String,
+    pub handler: Arc<dyn Handler>,
+    pub policy: RetryPolicy,
+    pub metrics: Metrics,
+}
+
+/// What became of a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Acked,
+    Retried,
+    DeadLettered,
+}
+
+impl QueueConsumer {
+    /// Consumes until the task is dropped.
+    pub async fn run(self) {
+        let mut failures = 0u32;
+        loop {
+            match self.bus.receive(&self.queue, 32, Duration::from_secs(1)).await {
+                Ok(deliveries) => {
+                    failures = 0;
+                    for d in deliveries {
+                        if let Err(e) = self.process(&d).await {
+                            tracing::warn!(queue = %self.queue, error = %e, "settling a delivery; it will come back");
+                        }
+                    }
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let pause = self.policy.delay(failures).min(Duration::from_secs(30));
+                    tracing::warn!(queue = %self.queue, error = %e, "receiving; retrying");
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+
+    /// Handles and settles one delivery.
+    pub async fn process(&self, d: &Delivery) -> Result<Outcome, crate::bus::BusError> {
+        let started = Instant::now();
+        let envelope = match Envelope::from_slice(d.message.body.as_bytes()) {
+            Ok(e) => e,
+            Err(e) => {
+                self.bus.dead_letter(d, &format!("poison message: {e}")).await?;
+                self.metrics.settled(&self.queue, "dead_lettered");
+                return Ok(Outcome::DeadLettered);
+            }
+        };
+        let replay = d.message.headers.get(headers::REPLAY).is_some_and(|v| v == "true");
+        let span = tracing::info_span!("event", eventType = %envelope.event_type, aggregateId = %envelope.aggregate_id,
+            correlationId = %envelope.metadata.correlation_id, queue = %self.queue);
+        let result = {
+            use tracing::Instrument;
+            self.handler.handle(&Incoming { envelope: envelope.clone(), replay }).instrument(span.clone()).await
+        };
+        let (outcome, status) = match result {
+            Ok(()) => {
+                self.bus.ack(d).await?;
+                (Outcome::Acked, "ok")
+            }
+            Err(Failure::Business(e)) => {
+                self.bus.dead_letter(d, &format!("business error: {e}")).await?;
+                (Outcome::DeadLettered, "dead_lettered")
+            }
+            Err(Failure::Transient(e)) if d.attempts + 1 >= self.policy.max_attempts => {
+                self.bus.dead_letter(d, &e).await?;
+                (Outcome::DeadLettered, "dead_lettered")
+            }
+            Err(Failure::Transient(e)) => {
+                let delay = self.policy.delay(d.attempts + 1);
+                span.in_scope(|| tracing::info!(attempt = d.attempts + 1, delayMs = delay.as_millis() as u64, error = %e, "retrying"));
+                self.bus.retry(d, delay, &e).await?;
+                (Outcome::Retried, "retried")
+            }
+        };
+        self.metrics.settled(&self.queue, status);
+        self.metrics.processed(&envelope.event_type, status, started.elapsed());
+        Ok(outcome)
+    }
+}
+
+/// One stream's consumer in a consumer group; entries a dead consumer left pending are
+/// reclaimed after `min_idle`. An entry that is not an event, or that the handler refuses for
+/// good, is moved to `<stream>.dlq` with its error, then acked.
+pub struct StreamConsumer {
+    pub streams: Arc<dyn StreamLog>,
+    pub stream: String,
+    pub group: String,
+    pub consumer: String,
+    pub handler: Arc<dyn Handler>,
+    pub min_idle: Duration,
+    pub metrics: Metrics,
+}
+
+impl StreamConsumer {
+    pub async fn run(self) {
+        let mut failures = 0u32;
+        loop {
+            match self.poll().await {
+                Ok(_) => failures = 0,
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let pause = Duration::from_millis(100u64.saturating_mul(1 << failures.min(8)));
+                    tracing::warn!(stream = %self.stream, error = %e, "reading the stream; retrying");
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+
+    /// Takes over idle entries, reads new ones (waiting up to a second), handles them.
+    pub async fn poll(&self) -> Result<usize, crate::streams::StreamError> {
+        self.streams.create_group(&self.stream, &self.group, GroupStart::Beginning).await?;
+        let mut entries = self.streams.claim_idle(&self.stream, &self.group, &self.consumer, self.min_idle, 64).await?;
+        if entries.is_empty() {
+            entries = self.streams.read_group(&self.stream, &self.group, &self.consumer, 64, Duration::from_secs(1)).await?;
+        }
+        let n = entries.len();
+        for entry in entries {
+            self.process(&entry).await?;
+        }
+        Ok(n)
+    }
+
+    async fn process(&self, entry: &Entry) -> Result<(), crate::streams::StreamError> {
+        let started = Instant::now();
+        let parsed = entry
+            .fields
+            .get("event")
+            .ok_or_else(|| "no `event` field".to_owned())
+            .and_then(|e| Envelope::from_slice(e.as_bytes()).map_err(|e| e.to_string()));
+        let result = match &parsed {
+            Ok(envelope) => self.handler.handle(&Incoming { envelope: envelope.clone(), replay: false }).await,
+            Err(e) => Err(Failure::Business(format!("poison entry: {e}"))),
+        };
+        let event_type = parsed.as_ref().map_or("unknown", |e| e.event_type.as_str());
+        match result {
+            Ok(()) => {
+                self.streams.ack(&self.stream, &self.group, std::slice::from_ref(&entry.id)).await?;
+                self.metrics.settled(&self.stream, "ok");
+                self.metrics.processed(event_type, "ok", started.elapsed());
+            }
+            Err(Failure::Transient(e)) => {
+                // Left pending: reclaimed and tried again after `min_idle`.
+                tracing::warn!(stream = %self.stream, entry = %entry.id, error = %e, "will retry");
+                self.metrics.settled(&self.stream, "retried");
+                self.metrics.processed(event_type, "retried", started.elapsed());
+            }
+            Err(Failure::Business(e)) => {
+                let mut fields = entry.fields.clone();
+                fields.insert("error".into(), e.clone());
+                fields.insert("entryId".into(), entry.id.clone());
+                self.streams.append(&format!("{}.dlq", self.stream), &fields, None).await?;
+                self.streams.ack(&self.stream, &self.group, std::slice::from_ref(&entry.id)).await?;
+                tracing::error!(stream = %self.stream, entry = %entry.id, error = %e, "moved to the stream's DLQ");
+                self.metrics.settled(&self.stream, "dead_lettered");
+                self.metrics.processed(event_type, "dead_lettered", started.elapsed());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_backoff_doubles_from_one_second_to_sixty() {
+        let p = RetryPolicy::default();
+        let delays: Vec<u64> = (1..=8).map(|n| p.delay(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(p.delay(200).as_secs(), 60);
+        assert_eq!(p.max_attempts, 5);
+    }
+}

@@ -1,0 +1,61 @@
+//! The inbox: which events a consumer has applied, and how far each aggregate got, recorded in
+//! the same transaction as the consumer's effect.
+
+use sagaflow_domain::Envelope;
+use sqlx::SqliteConnection;
+
+pub const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS inbox (
+    event_id     TEXT PRIMARY KEY,
+    processed_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS inbox_versions (
+    aggregate_id TEXT PRIMARY KEY,
+    version      INTEGER NOT NULL
+);
+"#;
+
+/// What the inbox says of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Apply it; the inbox now records it (commit with the effect).
+    New,
+    /// Applied already (a redelivery or a replay): skip it.
+    Duplicate,
+    /// An earlier version of its aggregate has not been applied yet.
+    TooEarly { expected: u64 },
+}
+
+/// Checks and records `event` inside the caller's transaction.
+pub async fn claim(tx: &mut SqliteConnection, event: &Envelope) -> Result<Claim, sqlx::Error> {
+    let seen: Option<i64> = sqlx::query_scalar("SELECT 1 FROM inbox WHERE event_id = ?")
+        .bind(&event.event_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if seen.is_some() {
+        return Ok(Claim::Duplicate);
+    }
+    let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM inbox_versions WHERE aggregate_id = ?")
+        .bind(&event.aggregate_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let last = u64::try_from(last).unwrap_or(0);
+    let version = event.metadata.version;
+    if version <= last {
+        return Ok(Claim::Duplicate);
+    }
+    if version > last + 1 {
+        return Ok(Claim::TooEarly { expected: last + 1 });
+    }
+    sqlx::query("INSERT INTO inbox (event_id, processed_at) VALUES (?, ?)")
+        .bind(&event.event_id)
+        .bind(chrono::Utc::now().timestamp_millis())
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("INSERT INTO inbox_versions (aggregate_id, version) VALUES (?, ?) ON CONFLICT (aggregate_id) DO UPDATE SET version = excluded.version")
+        .bind(&event.aggregate_id)
+        .bind(i64::try_from(version).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?;
+    Ok(Claim::New)
+}

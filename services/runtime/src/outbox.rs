@@ -1,0 +1,127 @@
+//! The transactional outbox: rows written in the same transaction as the state change that
+//! caused them, published later by the [`relay`](crate::relay).
+
+use async_trait::async_trait;
+use sagaflow_domain::{AggregateType, Envelope};
+use sqlx::{Row, SqliteConnection};
+
+use crate::event_log::{OutboxRow, StoreError};
+use crate::sqlite::Db;
+
+/// The outbox table; include it in the schema of any database that records events.
+pub const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS outbox (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id       TEXT NOT NULL UNIQUE,
+    aggregate_id   TEXT NOT NULL,
+    correlation_id TEXT NOT NULL,
+    event_type     TEXT NOT NULL,
+    exchange       TEXT NOT NULL,
+    routing_key    TEXT NOT NULL,
+    stream         TEXT NOT NULL,
+    payload        TEXT NOT NULL,
+    published_at   INTEGER
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE published_at IS NULL;
+"#;
+
+/// Writes the outbox row of `event` inside the caller's transaction.
+pub async fn write(tx: &mut SqliteConnection, event: &Envelope, payload: &str) -> Result<(), sqlx::Error> {
+    let aggregate = event.aggregate().unwrap_or(AggregateType::Complaint);
+    sqlx::query(
+        "INSERT INTO outbox (event_id, aggregate_id, correlation_id, event_type, exchange, routing_key, stream, payload) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&event.event_id)
+    .bind(&event.aggregate_id)
+    .bind(&event.metadata.correlation_id)
+    .bind(&event.event_type)
+    .bind(aggregate.exchange())
+    .bind(event.routing_key())
+    .bind(aggregate.stream())
+    .bind(payload)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Where the relay takes rows from.
+#[async_trait]
+pub trait Outbox: Send + Sync + 'static {
+    /// Up to `limit` rows not yet published, oldest first.
+    async fn pending(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError>;
+    /// Marks rows published (they are kept for inspection).
+    async fn mark_published(&self, ids: &[u64]) -> Result<(), StoreError>;
+    /// Rows not yet published.
+    async fn backlog(&self) -> Result<u64, StoreError>;
+}
+
+/// The outbox of an embedded database.
+#[derive(Debug, Clone)]
+pub struct SqliteOutbox {
+    db: Db,
+}
+
+impl SqliteOutbox {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+}
+
+fn unavailable(context: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |e| StoreError::Unavailable(format!("{context}: {e}"))
+}
+
+/// Reads pending rows from any pool that holds an outbox.
+pub async fn pending(pool: &sqlx::SqlitePool, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, event_id, aggregate_id, correlation_id, event_type, exchange, routing_key, stream, payload FROM outbox \
+         WHERE published_at IS NULL ORDER BY id LIMIT ?",
+    )
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await
+    .map_err(unavailable("reading the outbox"))?;
+    Ok(rows
+        .iter()
+        .map(|row| OutboxRow {
+            id: u64::try_from(row.get::<i64, _>("id")).unwrap_or(0),
+            event_id: row.get("event_id"),
+            aggregate_id: row.get("aggregate_id"),
+            correlation_id: row.get("correlation_id"),
+            event_type: row.get("event_type"),
+            exchange: row.get("exchange"),
+            routing_key: row.get("routing_key"),
+            stream: row.get("stream"),
+            payload: row.get("payload"),
+        })
+        .collect())
+}
+
+#[async_trait]
+impl Outbox for SqliteOutbox {
+    async fn pending(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        // The writer sees every commit at once; the relay runs right after one.
+        pending(&self.db.writer, limit).await
+    }
+
+    async fn mark_published(&self, ids: &[u64]) -> Result<(), StoreError> {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE outbox SET published_at = ");
+        q.push_bind(chrono::Utc::now().timestamp_millis()).push(" WHERE id IN (");
+        let mut list = q.separated(", ");
+        for id in ids {
+            list.push_bind(i64::try_from(*id).unwrap_or(i64::MAX));
+        }
+        q.push(")");
+        q.build().execute(&self.db.writer).await.map_err(unavailable("marking the outbox"))?;
+        Ok(())
+    }
+
+    async fn backlog(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&self.db.reader)
+            .await
+            .map_err(unavailable("counting the outbox"))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}

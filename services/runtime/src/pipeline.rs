@@ -1,0 +1,86 @@
+//! What a service needs from the event pipeline, and the wiring every producing or consuming
+//! service repeats: its relay, its queue consumers, its health checks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::bus::MessageBus;
+use crate::bus::topology::queues_of;
+use crate::consumer::{Handler, QueueConsumer, RetryPolicy};
+use crate::http::health::{ReadinessCheck, check};
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+use crate::relay::Relay;
+use crate::streams::StreamLog;
+use crate::tasks::Tasks;
+
+/// The bus, the stream log and how the pipeline behaves.
+#[derive(Clone)]
+pub struct Pipeline {
+    pub bus: Arc<dyn MessageBus>,
+    pub streams: Arc<dyn StreamLog>,
+    pub retry: RetryPolicy,
+    /// The approximate cap of each stream.
+    pub stream_max_len: Option<u64>,
+    /// How often the relay looks at its outbox when nobody wakes it.
+    pub relay_tick: Duration,
+}
+
+impl Pipeline {
+    /// Starts the relay of `outbox`; the returned handle wakes it after a commit.
+    pub fn start_relay(&self, tasks: &mut Tasks, outbox: Arc<dyn Outbox>, metrics: &Metrics) -> Arc<Notify> {
+        let relay = Arc::new(Relay::new(outbox, self.bus.clone(), self.streams.clone(), self.stream_max_len, metrics.clone()));
+        let waker = relay.waker();
+        tasks.spawn(relay.run(self.relay_tick));
+        waker
+    }
+
+    /// Starts one consumer per queue `service` reads in the default topology.
+    pub fn start_consumers(&self, tasks: &mut Tasks, service: &str, handler: Arc<dyn Handler>, metrics: &Metrics) {
+        for queue in queues_of(service) {
+            tasks.spawn(
+                QueueConsumer {
+                    bus: self.bus.clone(),
+                    queue: queue.name,
+                    handler: handler.clone(),
+                    policy: self.retry,
+                    metrics: metrics.clone(),
+                }
+                .run(),
+            );
+        }
+    }
+
+    /// Readiness checks of the bus and the stream log.
+    pub fn checks(&self) -> Vec<Arc<dyn ReadinessCheck>> {
+        let bus = self.bus.clone();
+        let streams = self.streams.clone();
+        vec![
+            check("message-bus", move || {
+                let b = bus.clone();
+                async move { b.ping().await }
+            }),
+            check("stream-log", move || {
+                let s = streams.clone();
+                async move { s.ping().await }
+            }),
+        ]
+    }
+
+    /// Keeps `dlq_depth` of `exchange`'s DLQ current.
+    pub fn watch_dlq(&self, tasks: &mut Tasks, exchange: &'static str, metrics: &Metrics) {
+        let bus = self.bus.clone();
+        let gauge = metrics.dlq_depth.with_label_values(&[&crate::bus::topology::dlq_name(exchange)]);
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                if let Ok(letters) = bus.dead_letters(exchange, 100_000).await {
+                    gauge.set(i64::try_from(letters.len()).unwrap_or(i64::MAX));
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,126 @@
+//! The outbox relay: publishes committed outbox rows to their exchange and their stream, then
+//! marks them published. A crash in between publishes a row again; every consumer is
+//! idempotent by event id, so that costs nothing but a duplicate delivery.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::bus::{Message, MessageBus, headers};
+use crate::event_log::{OutboxRow, StoreError};
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+use crate::streams::StreamLog;
+
+const BATCH: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bus(#[from] crate::bus::BusError),
+    #[error(transparent)]
+    Stream(#[from] crate::streams::StreamError),
+}
+
+pub struct Relay {
+    outbox: Arc<dyn Outbox>,
+    bus: Arc<dyn MessageBus>,
+    streams: Arc<dyn StreamLog>,
+    stream_max_len: Option<u64>,
+    wake: Arc<Notify>,
+    metrics: Metrics,
+}
+
+/// A W3C `traceparent`: a saga whose correlation id is a UUID keeps one trace id.
+pub fn traceparent(correlation_id: &str, event_id: &str) -> String {
+    let trace = uuid::Uuid::parse_str(correlation_id).unwrap_or_else(|_| uuid::Uuid::new_v4());
+    let span = uuid::Uuid::parse_str(event_id).unwrap_or_else(|_| uuid::Uuid::new_v4());
+    let span_hex = span.simple().to_string();
+    format!("00-{}-{}-01", trace.simple(), &span_hex[..16])
+}
+
+/// The message a row becomes.
+pub fn message_of(row: &OutboxRow) -> Message {
+    Message {
+        message_id: row.event_id.clone(),
+        exchange: row.exchange.clone(),
+        routing_key: row.routing_key.clone(),
+        ordering_key: Some(row.aggregate_id.clone()),
+        headers: BTreeMap::from([
+            (headers::CORRELATION_ID.to_owned(), row.correlation_id.clone()),
+            (headers::TRACEPARENT.to_owned(), traceparent(&row.correlation_id, &row.event_id)),
+        ]),
+        body: row.payload.clone(),
+    }
+}
+
+/// The stream entry a row becomes: `event` = the envelope, plus `eventId` and `eventType`.
+pub fn entry_of(row: &OutboxRow) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("event".to_owned(), row.payload.clone()),
+        ("eventId".to_owned(), row.event_id.clone()),
+        ("eventType".to_owned(), row.event_type.clone()),
+    ])
+}
+
+impl Relay {
+    pub fn new(
+        outbox: Arc<dyn Outbox>,
+        bus: Arc<dyn MessageBus>,
+        streams: Arc<dyn StreamLog>,
+        stream_max_len: Option<u64>,
+        metrics: Metrics,
+    ) -> Self {
+        Self { outbox, bus, streams, stream_max_len, wake: Arc::new(Notify::new()), metrics }
+    }
+
+    /// Wake the relay (after a commit) instead of waiting for its next tick.
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// Publishes one batch; returns how many rows it published.
+    pub async fn relay_once(&self) -> Result<usize, RelayError> {
+        let rows = self.outbox.pending(BATCH).await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut done = Vec::with_capacity(rows.len());
+        for row in &rows {
+            self.bus.publish(&message_of(row)).await?;
+            self.streams.append(&row.stream, &entry_of(row), self.stream_max_len).await?;
+            done.push(row.id);
+            self.metrics.relayed(&row.event_type);
+        }
+        self.outbox.mark_published(&done).await?;
+        Ok(done.len())
+    }
+
+    /// Relays until the task is dropped: at once when woken, else every `tick`.
+    pub async fn run(self: Arc<Self>, tick: Duration) {
+        let mut failures = 0u32;
+        loop {
+            let woken = self.wake.notified();
+            match self.relay_once().await {
+                Ok(0) => {
+                    failures = 0;
+                    let _ = tokio::time::timeout(tick, woken).await;
+                }
+                Ok(_) => failures = 0,
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let pause = Duration::from_millis(100u64.saturating_mul(1 << failures.min(9))).min(Duration::from_secs(30));
+                    tracing::warn!(error = %e, retryInMs = pause.as_millis() as u64, "relaying the outbox");
+                    tokio::time::sleep(pause).await;
+                }
+            }
+            if let Ok(n) = self.outbox.backlog().await {
+                self.metrics.outbox_backlog.set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+    }
+}
