@@ -31,7 +31,10 @@ fn store(e: StoreError) -> ApiError {
     }
 }
 
-async fn trail(State(log): State<Arc<dyn AuditLog>>, PathId(id): PathId) -> Result<Json<Value>, ApiError> {
+async fn trail(
+    State(log): State<Arc<dyn AuditLog>>,
+    PathId(id): PathId,
+) -> Result<Json<Value>, ApiError> {
     let entries = log.trail(&id).await.map_err(store)?;
     Ok(Json(json!({ "aggregateId": id, "entries": entries })))
 }
@@ -39,17 +42,31 @@ async fn trail(State(log): State<Arc<dyn AuditLog>>, PathId(id): PathId) -> Resu
 fn time(name: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
     DateTime::parse_from_rfc3339(value)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| ApiError::invalid_field(name, format!("must be an RFC 3339 time such as 2026-01-15T10:30:00Z, got {value:?}")))
+        .map_err(|_| {
+            ApiError::invalid_field(
+                name,
+                format!("must be an RFC 3339 time such as 2026-01-15T10:30:00Z, got {value:?}"),
+            )
+        })
 }
 
 fn cursor(value: &str) -> Result<u64, ApiError> {
-    value.parse().map_err(|_| ApiError::invalid_field("cursor", "is not a cursor this API gave"))
+    value
+        .parse()
+        .map_err(|_| ApiError::invalid_field("cursor", "is not a cursor this API gave"))
 }
 
-const SEARCH_PARAMS: &str = "eventType, aggregateId, userId, correlationId, from, to, compensated, limit, cursor";
+const SEARCH_PARAMS: &str =
+    "eventType, aggregateId, userId, correlationId, from, to, compensated, limit, cursor";
 
-async fn search(State(log): State<Arc<dyn AuditLog>>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
-    let mut s = Search { limit: 50, ..Search::default() };
+async fn search(
+    State(log): State<Arc<dyn AuditLog>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let mut s = Search {
+        limit: 50,
+        ..Search::default()
+    };
     for (name, value) in pairs(raw.as_deref())? {
         match name.as_str() {
             "eventType" => s.event_type = Some(value),
@@ -62,7 +79,12 @@ async fn search(State(log): State<Arc<dyn AuditLog>>, RawQuery(raw): RawQuery) -
                 s.compensated = Some(match value.as_str() {
                     "true" => true,
                     "false" => false,
-                    _ => return Err(ApiError::invalid_field("compensated", "must be true or false")),
+                    _ => {
+                        return Err(ApiError::invalid_field(
+                            "compensated",
+                            "must be true or false",
+                        ));
+                    }
                 })
             }
             "limit" => s.limit = u32::try_from(number("limit", &value, 1, 200)?).unwrap_or(200),
@@ -71,11 +93,19 @@ async fn search(State(log): State<Arc<dyn AuditLog>>, RawQuery(raw): RawQuery) -
         }
     }
     let (items, next) = log.search(&s).await.map_err(store)?;
-    Ok(Json(json!({ "items": items, "nextCursor": next.map(|n| n.to_string()) })))
+    Ok(Json(
+        json!({ "items": items, "nextCursor": next.map(|n| n.to_string()) }),
+    ))
 }
 
-async fn events(State(log): State<Arc<dyn AuditLog>>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
-    let mut s = Search { limit: 50, ..Search::default() };
+async fn events(
+    State(log): State<Arc<dyn AuditLog>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let mut s = Search {
+        limit: 50,
+        ..Search::default()
+    };
     for (name, value) in pairs(raw.as_deref())? {
         match name.as_str() {
             "limit" => s.limit = u32::try_from(number("limit", &value, 1, 200)?).unwrap_or(200),
@@ -84,5 +114,7 @@ async fn events(State(log): State<Arc<dyn AuditLog>>, RawQuery(raw): RawQuery) -
         }
     }
     let (items, next) = log.search(&s).await.map_err(store)?;
-    Ok(Json(json!({ "items": items, "nextCursor": next.map(|n| n.to_string()) })))
+    Ok(Json(
+        json!({ "items": items, "nextCursor": next.map(|n| n.to_string()) }),
+    ))
 }

@@ -44,7 +44,10 @@ impl Handler for Recorder {
                 Ok(())
             }
             Ok(Recorded::Duplicate) => Ok(()),
-            Ok(Recorded::TooEarly { expected }) => Err(Failure::Transient(format!("waiting for version {expected} of {}", incoming.envelope.aggregate_id))),
+            Ok(Recorded::TooEarly { expected }) => Err(Failure::Transient(format!(
+                "waiting for version {expected} of {}",
+                incoming.envelope.aggregate_id
+            ))),
             Err(StoreError::Unavailable(e)) => Err(Failure::Transient(e)),
             Err(StoreError::Corrupt(e)) => Err(Failure::Business(e)),
         }
@@ -61,16 +64,28 @@ pub struct AuditService {
 
 impl AuditService {
     pub async fn open(dir: &std::path::Path, pipeline: Pipeline) -> Result<Self, StoreError> {
-        let metrics = Metrics::new(SERVICE).map_err(|e| StoreError::Unavailable(format!("registering metrics: {e}")))?;
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("creating {}: {e}", dir.display())))?;
+        let metrics = Metrics::new(SERVICE)
+            .map_err(|e| StoreError::Unavailable(format!("registering metrics: {e}")))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Unavailable(format!("creating {}: {e}", dir.display())))?;
         let sqlite = SqliteAudit::open(&dir.join("audit.db")).await?;
         let log: Arc<dyn AuditLog> = Arc::new(sqlite.clone());
         let mut tasks = Tasks::default();
         let relay = pipeline.start_relay(&mut tasks, Arc::new(sqlite.outbox()), &metrics);
-        let handler = Arc::new(Recorder { log: log.clone(), relay, metrics: metrics.clone() });
+        let handler = Arc::new(Recorder {
+            log: log.clone(),
+            relay,
+            metrics: metrics.clone(),
+        });
         pipeline.start_consumers(&mut tasks, SERVICE, handler, &metrics);
         pipeline.watch_dlq(&mut tasks, EXCHANGE, &metrics);
-        Ok(Self { log, metrics, sqlite, pipeline, tasks })
+        Ok(Self {
+            log,
+            metrics,
+            sqlite,
+            pipeline,
+            tasks,
+        })
     }
 
     pub fn router(&self, correlation_header: axum::http::HeaderName) -> axum::Router {
@@ -80,11 +95,19 @@ impl AuditService {
             async move { l.ping().await }
         })];
         checks.extend(self.pipeline.checks());
-        let health = HealthState { checks: Arc::new(checks), metrics: self.metrics.clone() };
+        let health = HealthState {
+            checks: Arc::new(checks),
+            metrics: self.metrics.clone(),
+        };
         let router = http::routes(self.log.clone())
-            .merge(sagaflow_runtime::http::dlq::routes(self.pipeline.bus.clone(), EXCHANGE))
+            .merge(sagaflow_runtime::http::dlq::routes(
+                self.pipeline.bus.clone(),
+                EXCHANGE,
+            ))
             .merge(sagaflow_runtime::http::health::routes(health))
-            .merge(sagaflow_runtime::http::openapi_route(include_str!("../openapi.json")));
+            .merge(sagaflow_runtime::http::openapi_route(include_str!(
+                "../openapi.json"
+            )));
         sagaflow_runtime::http::finish(router, correlation_header, &self.metrics)
     }
 

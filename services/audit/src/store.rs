@@ -19,7 +19,7 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 /// What recording an event did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
-    New { compensation: Option<Envelope> },
+    New { compensation: Option<Box<Envelope>> },
     Duplicate,
     TooEarly { expected: u64 },
 }
@@ -87,7 +87,8 @@ fn unavailable(context: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
 }
 
 fn entry(row: &SqliteRow) -> Value {
-    let ts = |ms: i64| DateTime::from_timestamp_millis(ms).map(|t| sagaflow_domain::time::format(&t));
+    let ts =
+        |ms: i64| DateTime::from_timestamp_millis(ms).map(|t| sagaflow_domain::time::format(&t));
     json!({
         "seq": row.get::<i64, _>("seq"),
         "eventId": row.get::<String, _>("event_id"),
@@ -107,9 +108,16 @@ fn entry(row: &SqliteRow) -> Value {
 
 impl SqliteAudit {
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Db::open(path, &[SCHEMA, sagaflow_runtime::inbox::SCHEMA, sagaflow_runtime::outbox::SCHEMA])
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", path.display())))?;
+        let db = Db::open(
+            path,
+            &[
+                SCHEMA,
+                sagaflow_runtime::inbox::SCHEMA,
+                sagaflow_runtime::outbox::SCHEMA,
+            ],
+        )
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", path.display())))?;
         Ok(Self { db })
     }
 
@@ -134,10 +142,19 @@ impl AuditLog for SqliteAudit {
         }
         let payload = event.payload().ok();
         let complaint_id = match (&payload, event.aggregate()) {
-            (_, Some(sagaflow_domain::AggregateType::Complaint)) => Some(event.aggregate_id.clone()),
-            _ => event.event_data.get("complaintId").and_then(Value::as_str).map(str::to_owned),
+            (_, Some(sagaflow_domain::AggregateType::Complaint)) => {
+                Some(event.aggregate_id.clone())
+            }
+            _ => event
+                .event_data
+                .get("complaintId")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         };
-        let trigger = event.event_data.get("triggerEventId").and_then(Value::as_str);
+        let trigger = event
+            .event_data
+            .get("triggerEventId")
+            .and_then(Value::as_str);
         sqlx::query(
             "INSERT INTO entries (event_id, event_type, aggregate_id, aggregate_type, complaint_id, trigger_event_id, version, \
              correlation_id, user_id, timestamp, recorded_at, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -160,10 +177,13 @@ impl AuditLog for SqliteAudit {
 
         let mut compensation = None;
         if let Some(Payload::ComplaintCompensationRequired(required)) = payload {
-            let ids = compensated_event_ids(&required, sagaflow_runtime::bus::topology::AUDIT_SERVICE);
+            let ids =
+                compensated_event_ids(&required, sagaflow_runtime::bus::topology::AUDIT_SERVICE);
             // The undone steps' entries, and the notifications they caused.
-            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE entries SET compensated = 1, compensated_by = ");
-            q.push_bind(event.event_id.clone()).push(" WHERE event_id IN (");
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new("UPDATE entries SET compensated = 1, compensated_by = ");
+            q.push_bind(event.event_id.clone())
+                .push(" WHERE event_id IN (");
             let mut list = q.separated(", ");
             for id in &ids {
                 list.push_bind(id.clone());
@@ -177,11 +197,13 @@ impl AuditLog for SqliteAudit {
             q.build().execute(&mut *tx).await.map_err(&fail)?;
 
             let stream = audit_stream(&required.complaint_id);
-            let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM own_streams WHERE aggregate_id = ?")
-                .bind(&stream)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(&fail)?;
+            let last: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(MAX(version), 0) FROM own_streams WHERE aggregate_id = ?",
+            )
+            .bind(&stream)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(&fail)?;
             let version = u64::try_from(last).unwrap_or(0) + 1;
             let ctx = Context {
                 correlation_id: event.metadata.correlation_id.clone(),
@@ -194,26 +216,35 @@ impl AuditLog for SqliteAudit {
                 failed_event_id: required.failed_event_id.clone(),
                 compensated_event_ids: ids,
             });
-            let out = Envelope::new(uuid::Uuid::new_v4().to_string(), &stream, version, &data, &ctx);
+            let out = Envelope::new(
+                uuid::Uuid::new_v4().to_string(),
+                &stream,
+                version,
+                &data,
+                &ctx,
+            );
             sqlx::query("INSERT INTO own_streams (aggregate_id, version) VALUES (?, ?) ON CONFLICT (aggregate_id) DO UPDATE SET version = excluded.version")
                 .bind(&stream)
                 .bind(i64::try_from(version).unwrap_or(i64::MAX))
                 .execute(&mut *tx)
                 .await
                 .map_err(&fail)?;
-            sagaflow_runtime::outbox::write(&mut tx, &out, &out.to_json()).await.map_err(&fail)?;
-            compensation = Some(out);
+            sagaflow_runtime::outbox::write(&mut tx, &out, &out.to_json())
+                .await
+                .map_err(&fail)?;
+            compensation = Some(Box::new(out));
         }
         tx.commit().await.map_err(&fail)?;
         Ok(Recorded::New { compensation })
     }
 
     async fn trail(&self, aggregate_id: &str) -> Result<Vec<Value>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM entries WHERE aggregate_id = ? ORDER BY version, seq")
-            .bind(aggregate_id)
-            .fetch_all(&self.db.reader)
-            .await
-            .map_err(unavailable("reading a trail"))?;
+        let rows =
+            sqlx::query("SELECT * FROM entries WHERE aggregate_id = ? ORDER BY version, seq")
+                .bind(aggregate_id)
+                .fetch_all(&self.db.reader)
+                .await
+                .map_err(unavailable("reading a trail"))?;
         Ok(rows.iter().map(entry).collect())
     }
 
@@ -231,24 +262,38 @@ impl AuditLog for SqliteAudit {
             }
         }
         if let Some(from) = s.from {
-            q.push(" AND timestamp >= ").push_bind(from.timestamp_millis());
+            q.push(" AND timestamp >= ")
+                .push_bind(from.timestamp_millis());
         }
         if let Some(to) = s.to {
-            q.push(" AND timestamp <= ").push_bind(to.timestamp_millis());
+            q.push(" AND timestamp <= ")
+                .push_bind(to.timestamp_millis());
         }
         if let Some(c) = s.compensated {
             q.push(" AND compensated = ").push_bind(i64::from(c));
         }
-        q.push(" ORDER BY seq LIMIT ").push_bind(i64::from(s.limit) + 1);
-        let rows = q.build().fetch_all(&self.db.reader).await.map_err(unavailable("searching"))?;
+        q.push(" ORDER BY seq LIMIT ")
+            .push_bind(i64::from(s.limit) + 1);
+        let rows = q
+            .build()
+            .fetch_all(&self.db.reader)
+            .await
+            .map_err(unavailable("searching"))?;
         let more = rows.len() > s.limit as usize;
         let items: Vec<Value> = rows.iter().take(s.limit as usize).map(entry).collect();
-        let next = if more { items.last().and_then(|v| v["seq"].as_u64()) } else { None };
+        let next = if more {
+            items.last().and_then(|v| v["seq"].as_u64())
+        } else {
+            None
+        };
         Ok((items, next))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.db.reader).await.map_err(unavailable("pinging the audit log"))?;
+        sqlx::query("SELECT 1")
+            .execute(&self.db.reader)
+            .await
+            .map_err(unavailable("pinging the audit log"))?;
         Ok(())
     }
 }

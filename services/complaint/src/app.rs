@@ -72,7 +72,41 @@ pub struct Created {
     pub replayed: bool,
 }
 
+/// How long a complaint may stay unassigned, by priority (SPEC section 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    pub low: std::time::Duration,
+    pub medium: std::time::Duration,
+    pub high: std::time::Duration,
+    pub critical: std::time::Duration,
+}
+
+impl Default for Deadlines {
+    /// CRITICAL 15 min, HIGH 1 h, MEDIUM 4 h, LOW 24 h.
+    fn default() -> Self {
+        let min = |m: u64| std::time::Duration::from_secs(60 * m);
+        Self {
+            low: min(24 * 60),
+            medium: min(4 * 60),
+            high: min(60),
+            critical: min(15),
+        }
+    }
+}
+
+impl Deadlines {
+    pub fn of(&self, p: Priority) -> std::time::Duration {
+        match p {
+            Priority::Low => self.low,
+            Priority::Medium => self.medium,
+            Priority::High => self.high,
+            Priority::Critical => self.critical,
+        }
+    }
+}
+
 pub struct ComplaintApp {
+    relay: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
     log: Arc<dyn EventLog>,
     views: Arc<dyn ComplaintViews>,
     projector: Arc<Projector>,
@@ -84,12 +118,58 @@ impl ComplaintApp {
     pub fn new(log: Arc<dyn EventLog>, views: Arc<dyn ComplaintViews>, metrics: Metrics) -> Self {
         let projector = Arc::new(Projector::new(log.clone(), views.clone()));
         Self {
+            relay: std::sync::OnceLock::new(),
             log,
             views,
             projector,
             metrics,
             clock: Utc::now,
         }
+    }
+
+    /// Wakes `relay` after each commit.
+    pub fn set_relay(&self, relay: Arc<tokio::sync::Notify>) {
+        let _ = self.relay.set(relay);
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Escalates every open complaint past its deadline, once: two scanners racing on one
+    /// complaint meet at the event log's version check, and the loser's retry is refused.
+    pub async fn escalate_due(&self, deadlines: &Deadlines) -> Result<usize, AppError> {
+        let now = (self.clock)();
+        let mut escalated = 0;
+        for priority in Priority::ALL {
+            let limit = deadlines.of(*priority);
+            let before = now - chrono::Duration::from_std(limit).unwrap_or(chrono::Duration::MAX);
+            for (id, created_ms) in self
+                .views
+                .due_for_escalation(*priority, before.timestamp_millis(), 500)
+                .await?
+            {
+                let created = DateTime::from_timestamp_millis(created_ms).unwrap_or(now);
+                let deadline =
+                    created + chrono::Duration::from_std(limit).unwrap_or(chrono::Duration::MAX);
+                let caller = Caller {
+                    correlation_id: id.clone(),
+                    request_id: format!("escalation:{id}"),
+                    user_id: None,
+                };
+                match self
+                    .execute(&id, Command::Escalate { deadline }, None, &caller)
+                    .await
+                {
+                    Ok(_) => escalated += 1,
+                    Err(AppError::Refused(e)) => {
+                        tracing::debug!(aggregateId = %id, reason = %e, "not escalated")
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(escalated)
     }
 
     pub fn projector(&self) -> Arc<Projector> {
@@ -279,6 +359,9 @@ impl ComplaintApp {
             }
             Err(AppendError::Store(e)) => return Err(AppError::Store(e).into()),
         };
+        if let Some(relay) = self.relay.get() {
+            relay.notify_one();
+        }
         for e in &events {
             self.metrics.event_published(&e.event_type);
             tracing::info!(eventType = %e.event_type, aggregateId = %id, version = e.metadata.version, "event recorded");

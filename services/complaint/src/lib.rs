@@ -4,6 +4,7 @@
 //! - [`app`]: the use cases (create, commands with optimistic concurrency, queries).
 //! - [`projector`]: folds the event log into the read model.
 //! - [`read_model`]: the views port and its embedded adapter.
+//! - [`saga`]: reactions to the notification and audit events (compensation, completion).
 //! - [`http`]: routes and handlers.
 //! - [`openapi`]: the OpenAPI document served at `/openapi.json`.
 
@@ -12,6 +13,7 @@ pub mod http;
 pub mod openapi;
 pub mod projector;
 pub mod read_model;
+pub mod saga;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,7 +27,10 @@ use sagaflow_runtime::event_log::{EventLog, StoreError};
 use sagaflow_runtime::http::health::{HealthState, ReadinessCheck};
 use sagaflow_runtime::metrics::Metrics;
 
-use crate::app::ComplaintApp;
+use sagaflow_runtime::pipeline::Pipeline;
+use sagaflow_runtime::tasks::Tasks;
+
+use crate::app::{ComplaintApp, Deadlines};
 use crate::read_model::ComplaintViews;
 use crate::read_model::sqlite::SqliteViews;
 
@@ -42,12 +47,32 @@ pub enum Storage {
 }
 
 /// The running service's parts.
+pub const EXCHANGE: &str = "complaints.events";
+
+/// The saga's timing.
+#[derive(Debug, Clone, Copy)]
+pub struct SagaSettings {
+    pub deadlines: Deadlines,
+    /// How often complaints past their deadline are looked for.
+    pub escalation_interval: Duration,
+}
+
+impl Default for SagaSettings {
+    fn default() -> Self {
+        Self {
+            deadlines: Deadlines::default(),
+            escalation_interval: Duration::from_secs(5),
+        }
+    }
+}
+
 pub struct ComplaintService {
     pub app: Arc<ComplaintApp>,
     pub metrics: Metrics,
     log: SqliteEventLog,
     views: SqliteViews,
-    projecting: tokio::task::JoinHandle<()>,
+    pipeline: Pipeline,
+    tasks: Tasks,
 }
 
 struct Ping<T: ?Sized>(&'static str, Arc<T>);
@@ -74,7 +99,11 @@ impl ReadinessCheck for Ping<dyn ComplaintViews> {
 
 impl ComplaintService {
     /// Opens the stores, brings the read model up to date, and keeps it so in the background.
-    pub async fn open(storage: &Storage) -> Result<Self, StoreError> {
+    pub async fn open(
+        storage: &Storage,
+        pipeline: Pipeline,
+        saga: SagaSettings,
+    ) -> Result<Self, StoreError> {
         let metrics = Metrics::new(SERVICE)
             .map_err(|e| StoreError::Unavailable(format!("registering metrics: {e}")))?;
         let (log, views) = match storage {
@@ -105,8 +134,9 @@ impl ComplaintService {
         ));
         let caught = app.projector().catch_up().await?;
         tracing::info!(events = caught, "read model up to date");
+        let mut tasks = Tasks::default();
         let projector = app.projector();
-        let projecting = tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
@@ -115,33 +145,60 @@ impl ComplaintService {
                 }
             }
         });
+        app.set_relay(pipeline.start_relay(&mut tasks, Arc::new(log.outbox()), &metrics));
+        pipeline.start_consumers(
+            &mut tasks,
+            SERVICE,
+            Arc::new(saga::Reactions { app: app.clone() }),
+            &metrics,
+        );
+        pipeline.watch_dlq(&mut tasks, EXCHANGE, &metrics);
+        let escalating = app.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(saga.escalation_interval);
+            loop {
+                tick.tick().await;
+                match escalating.escalate_due(&saga.deadlines).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(escalated = n, "complaints escalated"),
+                    Err(e) => tracing::warn!(error = %e, "escalating complaints"),
+                }
+            }
+        });
         Ok(Self {
             app,
             metrics,
             log,
             views,
-            projecting,
+            pipeline,
+            tasks,
         })
     }
 
     /// The whole HTTP API, with health, metrics and the OpenAPI document.
     pub fn router(&self, correlation_header: HeaderName) -> Router {
+        let mut checks: Vec<Arc<dyn ReadinessCheck>> = vec![
+            Arc::new(Ping::<dyn EventLog>("event-log", self.app.log())),
+            Arc::new(Ping::<dyn ComplaintViews>("read-model", self.app.views())),
+        ];
+        checks.extend(self.pipeline.checks());
         let health = HealthState {
-            checks: Arc::new(vec![
-                Arc::new(Ping::<dyn EventLog>("event-log", self.app.log())),
-                Arc::new(Ping::<dyn ComplaintViews>("read-model", self.app.views())),
-            ]),
+            checks: Arc::new(checks),
             metrics: self.metrics.clone(),
         };
         let router = http::routes(self.app.clone())
+            .merge(sagaflow_runtime::http::dlq::routes(
+                self.pipeline.bus.clone(),
+                EXCHANGE,
+            ))
             .merge(sagaflow_runtime::http::health::routes(health))
             .merge(openapi::routes());
         sagaflow_runtime::http::finish(router, correlation_header, &self.metrics)
     }
 
     /// Stops the background work and closes the stores.
-    pub async fn close(self) {
-        self.projecting.abort();
+    pub async fn close(mut self) {
+        self.tasks.stop().await;
         self.log.close().await;
         self.views.close().await;
     }

@@ -45,6 +45,28 @@ impl Projector {
         self.catch_up().await.map(|_| ())
     }
 
+    /// Applies another service's event about complaint `id` (a notification, an audit mark) to
+    /// its view. Returns the projection, and whether the event was new to it; `None` when the
+    /// complaint does not exist.
+    pub async fn apply_external(
+        &self,
+        id: &str,
+        event: &sagaflow_domain::Envelope,
+    ) -> Result<Option<(bool, sagaflow_domain::ComplaintProjection)>, StoreError> {
+        self.catch_up().await?;
+        let _guard = self.lock.lock().await;
+        let Some(mut stored) = self.views.load(&[id.to_owned()]).await?.remove(id) else {
+            return Ok(None);
+        };
+        let applied = stored.projection.apply_external(event);
+        if applied {
+            self.views
+                .save(&[(id.to_owned(), stored.clone())], self.position())
+                .await?;
+        }
+        Ok(Some((applied, stored.projection)))
+    }
+
     /// Applies every event committed so far; returns how many it read.
     pub async fn catch_up(&self) -> Result<usize, StoreError> {
         let mut loaded = self.lock.lock().await;

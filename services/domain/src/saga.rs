@@ -54,39 +54,86 @@ pub struct ComplaintFacts {
 pub fn mails_for(event: &Payload, facts: &ComplaintFacts) -> Vec<PlannedMail> {
     let title = &facts.title;
     let user = || Recipient::User(facts.user_id.clone());
-    let mail = |template, to, subject: String, body: String| PlannedMail { template, to, subject, body };
+    let mail = |template, to, subject: String, body: String| PlannedMail {
+        template,
+        to,
+        subject,
+        body,
+    };
     use templates::*;
     match event {
         Payload::ComplaintCreated(c) => vec![
-            mail(CREATED_USER, user(), format!("We received your complaint: {title}"),
-                format!("Your complaint \"{title}\" ({}) was received with priority {}. We will keep you informed.", c.complaint_id, c.priority)),
-            mail(CREATED_ADMIN, Recipient::Admin, format!("New {} complaint: {title}", c.priority),
-                format!("Complaint {} by {} in {}: {}", c.complaint_id, c.user_id, c.category, c.description)),
+            mail(
+                CREATED_USER,
+                user(),
+                format!("We received your complaint: {title}"),
+                format!(
+                    "Your complaint \"{title}\" ({}) was received with priority {}. We will keep you informed.",
+                    c.complaint_id, c.priority
+                ),
+            ),
+            mail(
+                CREATED_ADMIN,
+                Recipient::Admin,
+                format!("New {} complaint: {title}", c.priority),
+                format!(
+                    "Complaint {} by {} in {}: {}",
+                    c.complaint_id, c.user_id, c.category, c.description
+                ),
+            ),
         ],
         Payload::ComplaintAssigned(a) => vec![
-            mail(ASSIGNED_ASSIGNEE, Recipient::User(a.assigned_to.clone()), format!("Complaint assigned to you: {title}"),
-                format!("Complaint {} (\"{title}\") is now yours.", a.complaint_id)),
-            mail(ASSIGNED_USER, user(), format!("Your complaint is being handled: {title}"),
-                format!("Your complaint \"{title}\" was assigned to an agent.")),
+            mail(
+                ASSIGNED_ASSIGNEE,
+                Recipient::User(a.assigned_to.clone()),
+                format!("Complaint assigned to you: {title}"),
+                format!("Complaint {} (\"{title}\") is now yours.", a.complaint_id),
+            ),
+            mail(
+                ASSIGNED_USER,
+                user(),
+                format!("Your complaint is being handled: {title}"),
+                format!("Your complaint \"{title}\" was assigned to an agent."),
+            ),
         ],
-        Payload::ComplaintProcessed(p) => vec![mail(PROCESSED_USER, user(), format!("Update on your complaint: {title}"),
+        Payload::ComplaintProcessed(p) => vec![mail(
+            PROCESSED_USER,
+            user(),
+            format!("Update on your complaint: {title}"),
             match &p.resolution {
                 Some(r) => format!("Your complaint \"{title}\" was resolved: {r}"),
                 None => format!("Work on your complaint \"{title}\" has started."),
-            })],
-        Payload::ComplaintClosed(c) => vec![mail(CLOSED_USER, user(), format!("Your complaint is closed: {title}"),
+            },
+        )],
+        Payload::ComplaintClosed(c) => vec![mail(
+            CLOSED_USER,
+            user(),
+            format!("Your complaint is closed: {title}"),
             match &c.reason {
                 Some(r) => format!("Your complaint \"{title}\" was closed: {r}"),
                 None => format!("Your complaint \"{title}\" was closed."),
-            })],
-        Payload::ComplaintEscalated(e) => vec![mail(ESCALATED_ADMIN, Recipient::Admin, format!("Escalated: {title}"),
-            format!("Complaint {} ({}) was not assigned before its deadline {}.", e.complaint_id, e.priority, crate::time::format(&e.deadline)))],
+            },
+        )],
+        Payload::ComplaintEscalated(e) => vec![mail(
+            ESCALATED_ADMIN,
+            Recipient::Admin,
+            format!("Escalated: {title}"),
+            format!(
+                "Complaint {} ({}) was not assigned before its deadline {}.",
+                e.complaint_id,
+                e.priority,
+                crate::time::format(&e.deadline)
+            ),
+        )],
         _ => Vec::new(),
     }
 }
 
 /// The correction sent to whoever was told of an undone step.
-pub fn correction(facts: &ComplaintFacts, required: &ComplaintCompensationRequired) -> (String, String) {
+pub fn correction(
+    facts: &ComplaintFacts,
+    required: &ComplaintCompensationRequired,
+) -> (String, String) {
     (
         format!("Correction about complaint: {}", facts.title),
         format!(
@@ -97,20 +144,31 @@ pub fn correction(facts: &ComplaintFacts, required: &ComplaintCompensationRequir
 }
 
 /// The event ids an action of `service` in a compensation covers (the undone steps).
-pub fn compensated_event_ids(required: &ComplaintCompensationRequired, service: &str) -> Vec<String> {
+pub fn compensated_event_ids(
+    required: &ComplaintCompensationRequired,
+    service: &str,
+) -> Vec<String> {
     required
         .actions
         .iter()
         .find(|a| a.service == service)
         .and_then(|a| a.parameters.get("eventIds"))
         .and_then(|ids| ids.as_array())
-        .map(|ids| ids.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .map(|ids| {
+            ids.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_else(|| vec![required.failed_event_id.clone()])
 }
 
 /// A recipient's address: the id itself when it is one, else `<id>@<domain>`.
 pub fn address(user_id: &str, domain: &str) -> String {
-    if user_id.contains('@') { user_id.to_owned() } else { format!("{user_id}@{domain}") }
+    if user_id.contains('@') {
+        user_id.to_owned()
+    } else {
+        format!("{user_id}@{domain}")
+    }
 }
 
 #[cfg(test)]
@@ -121,7 +179,10 @@ mod tests {
     use chrono::DateTime;
 
     fn facts() -> ComplaintFacts {
-        ComplaintFacts { user_id: "alice".into(), title: "Kettle".into() }
+        ComplaintFacts {
+            user_id: "alice".into(),
+            title: "Kettle".into(),
+        }
     }
 
     fn at() -> chrono::DateTime<chrono::Utc> {
@@ -134,21 +195,72 @@ mod tests {
 
     #[test]
     fn each_event_mails_who_section_5_says() {
-        let created = Payload::ComplaintCreated(ComplaintCreated { complaint_id: "c".into(), user_id: "alice".into(), title: "Kettle".into(), description: "d".into(), priority: Priority::High, category: "x".into(), created_at: at() });
-        assert_eq!(who(&mails_for(&created, &facts())), [(templates::CREATED_USER, Recipient::User("alice".into())), (templates::CREATED_ADMIN, Recipient::Admin)]);
-        let assigned = Payload::ComplaintAssigned(ComplaintAssigned { complaint_id: "c".into(), assigned_to: "bob".into(), previous_assignee: None, assigned_at: at() });
-        assert_eq!(who(&mails_for(&assigned, &facts())), [(templates::ASSIGNED_ASSIGNEE, Recipient::User("bob".into())), (templates::ASSIGNED_USER, Recipient::User("alice".into()))]);
-        let processed = Payload::ComplaintProcessed(ComplaintProcessed { complaint_id: "c".into(), status: Status::Resolved, resolution: Some("fixed".into()), processed_at: at() });
-        assert_eq!(who(&mails_for(&processed, &facts())), [(templates::PROCESSED_USER, Recipient::User("alice".into()))]);
-        let closed = Payload::ComplaintClosed(ComplaintClosed { complaint_id: "c".into(), reason: None, closed_at: at() });
-        assert_eq!(who(&mails_for(&closed, &facts())), [(templates::CLOSED_USER, Recipient::User("alice".into()))]);
-        let escalated = Payload::ComplaintEscalated(ComplaintEscalated { complaint_id: "c".into(), priority: Priority::Critical, deadline: at(), escalated_at: at() });
-        assert_eq!(who(&mails_for(&escalated, &facts())), [(templates::ESCALATED_ADMIN, Recipient::Admin)]);
+        let created = Payload::ComplaintCreated(ComplaintCreated {
+            complaint_id: "c".into(),
+            user_id: "alice".into(),
+            title: "Kettle".into(),
+            description: "d".into(),
+            priority: Priority::High,
+            category: "x".into(),
+            created_at: at(),
+        });
+        assert_eq!(
+            who(&mails_for(&created, &facts())),
+            [
+                (templates::CREATED_USER, Recipient::User("alice".into())),
+                (templates::CREATED_ADMIN, Recipient::Admin)
+            ]
+        );
+        let assigned = Payload::ComplaintAssigned(ComplaintAssigned {
+            complaint_id: "c".into(),
+            assigned_to: "bob".into(),
+            previous_assignee: None,
+            assigned_at: at(),
+        });
+        assert_eq!(
+            who(&mails_for(&assigned, &facts())),
+            [
+                (templates::ASSIGNED_ASSIGNEE, Recipient::User("bob".into())),
+                (templates::ASSIGNED_USER, Recipient::User("alice".into()))
+            ]
+        );
+        let processed = Payload::ComplaintProcessed(ComplaintProcessed {
+            complaint_id: "c".into(),
+            status: Status::Resolved,
+            resolution: Some("fixed".into()),
+            processed_at: at(),
+        });
+        assert_eq!(
+            who(&mails_for(&processed, &facts())),
+            [(templates::PROCESSED_USER, Recipient::User("alice".into()))]
+        );
+        let closed = Payload::ComplaintClosed(ComplaintClosed {
+            complaint_id: "c".into(),
+            reason: None,
+            closed_at: at(),
+        });
+        assert_eq!(
+            who(&mails_for(&closed, &facts())),
+            [(templates::CLOSED_USER, Recipient::User("alice".into()))]
+        );
+        let escalated = Payload::ComplaintEscalated(ComplaintEscalated {
+            complaint_id: "c".into(),
+            priority: Priority::Critical,
+            deadline: at(),
+            escalated_at: at(),
+        });
+        assert_eq!(
+            who(&mails_for(&escalated, &facts())),
+            [(templates::ESCALATED_ADMIN, Recipient::Admin)]
+        );
     }
 
     #[test]
     fn addresses() {
         assert_eq!(address("alice", "example.org"), "alice@example.org");
-        assert_eq!(address("bob@corp.example", "example.org"), "bob@corp.example");
+        assert_eq!(
+            address("bob@corp.example", "example.org"),
+            "bob@corp.example"
+        );
     }
 }

@@ -98,7 +98,10 @@ impl ComplaintProjection {
     /// Applies an event of another service about this complaint (notifications, audit marks).
     /// Returns false when it was applied already.
     pub fn apply_external(&mut self, envelope: &Envelope) -> bool {
-        let seen = |list: &[serde_json::Value]| list.iter().any(|e| e["eventId"] == envelope.event_id.as_str());
+        let seen = |list: &[serde_json::Value]| {
+            list.iter()
+                .any(|e| e["eventId"] == envelope.event_id.as_str())
+        };
         if seen(&self.notifications) || seen(&self.audit_trail) {
             return false;
         }
@@ -143,7 +146,8 @@ impl ComplaintProjection {
     pub fn compensation_ready(&self) -> Option<String> {
         let pending = self.state.complaint.as_ref()?.compensation.as_ref()?;
         let acks = self.compensation_acks.get(&pending.failed_event_id)?;
-        (acks.contains("notification") && acks.contains("audit")).then(|| pending.failed_event_id.clone())
+        (acks.contains("notification") && acks.contains("audit"))
+            .then(|| pending.failed_event_id.clone())
     }
 
     pub fn view(&self) -> Option<ComplaintView> {

@@ -14,7 +14,11 @@ pub trait Archive: Send + Sync + 'static {
     /// Stores the event unless its id is there already; true when it was new.
     async fn append(&self, event: &Envelope) -> Result<bool, StoreError>;
     /// A stream's events with `version >= from_version`, by version.
-    async fn stream(&self, aggregate_id: &str, from_version: u64) -> Result<Vec<Envelope>, StoreError>;
+    async fn stream(
+        &self,
+        aggregate_id: &str,
+        from_version: u64,
+    ) -> Result<Vec<Envelope>, StoreError>;
     /// Events after global position `after`, in global order.
     async fn all(&self, after: u64, limit: usize) -> Result<Vec<Positioned>, StoreError>;
     async fn count(&self) -> Result<u64, StoreError>;
@@ -81,7 +85,11 @@ impl Archive for SqliteArchive {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn stream(&self, aggregate_id: &str, from_version: u64) -> Result<Vec<Envelope>, StoreError> {
+    async fn stream(
+        &self,
+        aggregate_id: &str,
+        from_version: u64,
+    ) -> Result<Vec<Envelope>, StoreError> {
         let rows: Vec<String> = sqlx::query_scalar(
             "SELECT envelope FROM events WHERE aggregate_id = ? AND version >= ? ORDER BY version, position",
         )
@@ -94,12 +102,14 @@ impl Archive for SqliteArchive {
     }
 
     async fn all(&self, after: u64, limit: usize) -> Result<Vec<Positioned>, StoreError> {
-        let rows = sqlx::query("SELECT position, envelope FROM events WHERE position > ? ORDER BY position LIMIT ?")
-            .bind(i64::try_from(after).unwrap_or(i64::MAX))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.db.reader)
-            .await
-            .map_err(unavailable("reading all events"))?;
+        let rows = sqlx::query(
+            "SELECT position, envelope FROM events WHERE position > ? ORDER BY position LIMIT ?",
+        )
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.db.reader)
+        .await
+        .map_err(unavailable("reading all events"))?;
         rows.iter()
             .map(|row| {
                 Ok(Positioned {
@@ -119,7 +129,10 @@ impl Archive for SqliteArchive {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.db.reader).await.map_err(unavailable("pinging the archive"))?;
+        sqlx::query("SELECT 1")
+            .execute(&self.db.reader)
+            .await
+            .map_err(unavailable("pinging the archive"))?;
         Ok(())
     }
 }

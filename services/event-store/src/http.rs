@@ -42,7 +42,11 @@ fn store(e: StoreError) -> ApiError {
     }
 }
 
-async fn stream(State(api): State<Api>, PathId(id): PathId, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+async fn stream(
+    State(api): State<Api>,
+    PathId(id): PathId,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let mut from = 1;
     for (name, value) in pairs(raw.as_deref())? {
         match name.as_str() {
@@ -63,9 +67,16 @@ async fn all(State(api): State<Api>, RawQuery(raw): RawQuery) -> Result<Response
             other => return Err(query::unknown(other, "after, limit")),
         }
     }
-    let events = api.archive.all(after, usize::try_from(limit).unwrap_or(1000)).await.map_err(store)?;
+    let events = api
+        .archive
+        .all(after, usize::try_from(limit).unwrap_or(1000))
+        .await
+        .map_err(store)?;
     let next = events.last().map(|p| p.position);
-    let items: Vec<_> = events.into_iter().map(|p| json!({ "position": p.position, "event": p.envelope })).collect();
+    let items: Vec<_> = events
+        .into_iter()
+        .map(|p| json!({ "position": p.position, "event": p.envelope }))
+        .collect();
     Ok(Json(json!({ "events": items, "nextAfter": next })).into_response())
 }
 
@@ -77,14 +88,19 @@ async fn replay(State(api): State<Api>, PathId(id): PathId) -> Result<Response, 
         return Err(ApiError::not_found(format!("no events in stream {id}")));
     }
     for e in &events {
-        let Some(aggregate) = e.aggregate() else { continue };
+        let Some(aggregate) = e.aggregate() else {
+            continue;
+        };
         let message = Message {
             message_id: e.event_id.clone(),
             exchange: aggregate.exchange().to_owned(),
             routing_key: e.routing_key(),
             ordering_key: Some(e.aggregate_id.clone()),
             headers: BTreeMap::from([
-                (headers::CORRELATION_ID.to_owned(), e.metadata.correlation_id.clone()),
+                (
+                    headers::CORRELATION_ID.to_owned(),
+                    e.metadata.correlation_id.clone(),
+                ),
                 (headers::REPLAY.to_owned(), "true".to_owned()),
             ]),
             body: e.to_json(),
@@ -95,7 +111,11 @@ async fn replay(State(api): State<Api>, PathId(id): PathId) -> Result<Response, 
         })?;
     }
     tracing::info!(streamId = %id, replayed = events.len(), "stream replayed");
-    Ok((StatusCode::ACCEPTED, Json(json!({ "streamId": id, "replayed": events.len() }))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "streamId": id, "replayed": events.len() })),
+    )
+        .into_response())
 }
 
 /// Folds the archived stream with the domain's aggregate. A gap, a repeat or a refused
@@ -106,7 +126,8 @@ async fn state(State(api): State<Api>, PathId(id): PathId) -> Result<Response, A
         return Err(ApiError::not_found(format!("no events in stream {id}")));
     };
     let aggregate_type = first.aggregate_type.clone();
-    let (consistent, problem, state) = rebuild(&events, first.aggregate() == Some(AggregateType::Complaint));
+    let (consistent, problem, state) =
+        rebuild(&events, first.aggregate() == Some(AggregateType::Complaint));
     let version = events.last().map_or(0, |e| e.metadata.version);
     Ok(Json(json!({
         "aggregateId": id,
@@ -131,12 +152,20 @@ fn rebuild(events: &[Envelope], complaint: bool) -> (bool, Option<String>, serde
                 return (false, Some(e.to_string()), serde_json::Value::Null);
             }
         }
-        let view = projection.view().map(|v| serde_json::to_value(v).unwrap_or_default()).unwrap_or_default();
+        let view = projection
+            .view()
+            .map(|v| serde_json::to_value(v).unwrap_or_default())
+            .unwrap_or_default();
         return (true, None, view);
     }
     for (i, e) in events.iter().enumerate() {
         if e.metadata.version != i as u64 + 1 {
-            let problem = format!("event {} has version {}, expected {}: the stream has a gap or a repeat", e.event_id, e.metadata.version, i + 1);
+            let problem = format!(
+                "event {} has version {}, expected {}: the stream has a gap or a repeat",
+                e.event_id,
+                e.metadata.version,
+                i + 1
+            );
             return (false, Some(problem), serde_json::Value::Null);
         }
     }

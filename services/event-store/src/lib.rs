@@ -41,7 +41,10 @@ impl Handler for Archiver {
             .append(&incoming.envelope)
             .await
             .map_err(|e| Failure::Transient(e.to_string()))?;
-        self.metrics.store_append.with_label_values(&[SERVICE]).observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .store_append
+            .with_label_values(&[SERVICE])
+            .observe(started.elapsed().as_secs_f64());
         if new {
             self.metrics.store_events.inc();
         }
@@ -67,12 +70,19 @@ impl EventStoreService {
         consumer_name: &str,
         reclaim_after: Duration,
     ) -> Result<Self, StoreError> {
-        let metrics = Metrics::new(SERVICE).map_err(|e| StoreError::Unavailable(format!("registering metrics: {e}")))?;
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("creating {}: {e}", dir.display())))?;
+        let metrics = Metrics::new(SERVICE)
+            .map_err(|e| StoreError::Unavailable(format!("registering metrics: {e}")))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Unavailable(format!("creating {}: {e}", dir.display())))?;
         let sqlite = SqliteArchive::open(&dir.join("archive.db")).await?;
         let archive: Arc<dyn Archive> = Arc::new(sqlite.clone());
-        metrics.store_events.set(i64::try_from(archive.count().await?).unwrap_or(i64::MAX));
-        let handler: Arc<dyn Handler> = Arc::new(Archiver { archive: archive.clone(), metrics: metrics.clone() });
+        metrics
+            .store_events
+            .set(i64::try_from(archive.count().await?).unwrap_or(i64::MAX));
+        let handler: Arc<dyn Handler> = Arc::new(Archiver {
+            archive: archive.clone(),
+            metrics: metrics.clone(),
+        });
         let mut tasks = Tasks::default();
         for stream in STREAMS {
             tasks.spawn(
@@ -88,7 +98,14 @@ impl EventStoreService {
                 .run(),
             );
         }
-        Ok(Self { archive, metrics, sqlite, bus, streams, tasks })
+        Ok(Self {
+            archive,
+            metrics,
+            sqlite,
+            bus,
+            streams,
+            tasks,
+        })
     }
 
     pub fn router(&self, correlation_header: axum::http::HeaderName) -> axum::Router {
@@ -114,7 +131,9 @@ impl EventStoreService {
         };
         let router = http::routes(self.archive.clone(), self.bus.clone())
             .merge(sagaflow_runtime::http::health::routes(health))
-            .merge(sagaflow_runtime::http::openapi_route(include_str!("../openapi.json")));
+            .merge(sagaflow_runtime::http::openapi_route(include_str!(
+                "../openapi.json"
+            )));
         sagaflow_runtime::http::finish(router, correlation_header, &self.metrics)
     }
 

@@ -106,6 +106,33 @@ impl CommonSettings {
     }
 }
 
+/// Parses a duration such as `500ms`, `30s`, `15m`, `1h` or `2d` (a bare number is seconds).
+pub fn duration(var: &'static str, value: &str) -> Result<std::time::Duration, ConfigError> {
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let n: u64 = number.parse().map_err(|_| {
+        bad(
+            var,
+            format!("expected a duration such as 500ms, 30s, 15m or 1h, got {value:?}"),
+        )
+    })?;
+    let ms = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(bad(
+                var,
+                format!("unknown unit {unit:?} in {value:?}; use ms, s, m, h or d"),
+            ));
+        }
+    };
+    Ok(std::time::Duration::from_millis(n.saturating_mul(ms)))
+}
+
 /// Where a service keeps its relational state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
@@ -194,6 +221,17 @@ mod tests {
             assert_eq!(err.var, var);
             assert!(err.to_string().starts_with(var));
         }
+    }
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(duration("X", "500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(duration("X", "15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(duration("X", "2").unwrap(), Duration::from_secs(2));
+        assert_eq!(duration("X", "1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(duration("X", "soon").unwrap_err().var, "X");
+        assert!(duration("X", "5y").is_err());
     }
 
     #[test]

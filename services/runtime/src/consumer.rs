@@ -29,14 +29,20 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     /// 1 s, 2 s, 4 s, 8 s … capped at 60 s, 5 attempts.
     fn default() -> Self {
-        Self { base: Duration::from_secs(1), cap: Duration::from_secs(60), max_attempts: 5 }
+        Self {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(60),
+            max_attempts: 5,
+        }
     }
 }
 
 impl RetryPolicy {
     /// The delay before attempt `failed + 1`, after `failed` failures (1-based).
     pub fn delay(&self, failed: u32) -> Duration {
-        let factor = 1u32.checked_shl(failed.saturating_sub(1)).unwrap_or(u32::MAX);
+        let factor = 1u32
+            .checked_shl(failed.saturating_sub(1))
+            .unwrap_or(u32::MAX);
         self.base.saturating_mul(factor).min(self.cap)
     }
 }
@@ -88,7 +94,11 @@ impl QueueConsumer {
     pub async fn run(self) {
         let mut failures = 0u32;
         loop {
-            match self.bus.receive(&self.queue, 32, Duration::from_secs(1)).await {
+            match self
+                .bus
+                .receive(&self.queue, 32, Duration::from_secs(1))
+                .await
+            {
                 Ok(deliveries) => {
                     failures = 0;
                     for d in deliveries {
@@ -113,17 +123,29 @@ impl QueueConsumer {
         let envelope = match Envelope::from_slice(d.message.body.as_bytes()) {
             Ok(e) => e,
             Err(e) => {
-                self.bus.dead_letter(d, &format!("poison message: {e}")).await?;
+                self.bus
+                    .dead_letter(d, &format!("poison message: {e}"))
+                    .await?;
                 self.metrics.settled(&self.queue, "dead_lettered");
                 return Ok(Outcome::DeadLettered);
             }
         };
-        let replay = d.message.headers.get(headers::REPLAY).is_some_and(|v| v == "true");
+        let replay = d
+            .message
+            .headers
+            .get(headers::REPLAY)
+            .is_some_and(|v| v == "true");
         let span = tracing::info_span!("event", eventType = %envelope.event_type, aggregateId = %envelope.aggregate_id,
             correlationId = %envelope.metadata.correlation_id, queue = %self.queue);
         let result = {
             use tracing::Instrument;
-            self.handler.handle(&Incoming { envelope: envelope.clone(), replay }).instrument(span.clone()).await
+            self.handler
+                .handle(&Incoming {
+                    envelope: envelope.clone(),
+                    replay,
+                })
+                .instrument(span.clone())
+                .await
         };
         let (outcome, status) = match result {
             Ok(()) => {
@@ -131,7 +153,9 @@ impl QueueConsumer {
                 (Outcome::Acked, "ok")
             }
             Err(Failure::Business(e)) => {
-                self.bus.dead_letter(d, &format!("business error: {e}")).await?;
+                self.bus
+                    .dead_letter(d, &format!("business error: {e}"))
+                    .await?;
                 (Outcome::DeadLettered, "dead_lettered")
             }
             Err(Failure::Transient(e)) if d.attempts + 1 >= self.policy.max_attempts => {
@@ -146,7 +170,8 @@ impl QueueConsumer {
             }
         };
         self.metrics.settled(&self.queue, status);
-        self.metrics.processed(&envelope.event_type, status, started.elapsed());
+        self.metrics
+            .processed(&envelope.event_type, status, started.elapsed());
         Ok(outcome)
     }
 }
@@ -182,10 +207,24 @@ impl StreamConsumer {
 
     /// Takes over idle entries, reads new ones (waiting up to a second), handles them.
     pub async fn poll(&self) -> Result<usize, crate::streams::StreamError> {
-        self.streams.create_group(&self.stream, &self.group, GroupStart::Beginning).await?;
-        let mut entries = self.streams.claim_idle(&self.stream, &self.group, &self.consumer, self.min_idle, 64).await?;
+        self.streams
+            .create_group(&self.stream, &self.group, GroupStart::Beginning)
+            .await?;
+        let mut entries = self
+            .streams
+            .claim_idle(&self.stream, &self.group, &self.consumer, self.min_idle, 64)
+            .await?;
         if entries.is_empty() {
-            entries = self.streams.read_group(&self.stream, &self.group, &self.consumer, 64, Duration::from_secs(1)).await?;
+            entries = self
+                .streams
+                .read_group(
+                    &self.stream,
+                    &self.group,
+                    &self.consumer,
+                    64,
+                    Duration::from_secs(1),
+                )
+                .await?;
         }
         let n = entries.len();
         for entry in entries {
@@ -202,13 +241,22 @@ impl StreamConsumer {
             .ok_or_else(|| "no `event` field".to_owned())
             .and_then(|e| Envelope::from_slice(e.as_bytes()).map_err(|e| e.to_string()));
         let result = match &parsed {
-            Ok(envelope) => self.handler.handle(&Incoming { envelope: envelope.clone(), replay: false }).await,
+            Ok(envelope) => {
+                self.handler
+                    .handle(&Incoming {
+                        envelope: envelope.clone(),
+                        replay: false,
+                    })
+                    .await
+            }
             Err(e) => Err(Failure::Business(format!("poison entry: {e}"))),
         };
         let event_type = parsed.as_ref().map_or("unknown", |e| e.event_type.as_str());
         match result {
             Ok(()) => {
-                self.streams.ack(&self.stream, &self.group, std::slice::from_ref(&entry.id)).await?;
+                self.streams
+                    .ack(&self.stream, &self.group, std::slice::from_ref(&entry.id))
+                    .await?;
                 self.metrics.settled(&self.stream, "ok");
                 self.metrics.processed(event_type, "ok", started.elapsed());
             }
@@ -216,17 +264,23 @@ impl StreamConsumer {
                 // Left pending: reclaimed and tried again after `min_idle`.
                 tracing::warn!(stream = %self.stream, entry = %entry.id, error = %e, "will retry");
                 self.metrics.settled(&self.stream, "retried");
-                self.metrics.processed(event_type, "retried", started.elapsed());
+                self.metrics
+                    .processed(event_type, "retried", started.elapsed());
             }
             Err(Failure::Business(e)) => {
                 let mut fields = entry.fields.clone();
                 fields.insert("error".into(), e.clone());
                 fields.insert("entryId".into(), entry.id.clone());
-                self.streams.append(&format!("{}.dlq", self.stream), &fields, None).await?;
-                self.streams.ack(&self.stream, &self.group, std::slice::from_ref(&entry.id)).await?;
+                self.streams
+                    .append(&format!("{}.dlq", self.stream), &fields, None)
+                    .await?;
+                self.streams
+                    .ack(&self.stream, &self.group, std::slice::from_ref(&entry.id))
+                    .await?;
                 tracing::error!(stream = %self.stream, entry = %entry.id, error = %e, "moved to the stream's DLQ");
                 self.metrics.settled(&self.stream, "dead_lettered");
-                self.metrics.processed(event_type, "dead_lettered", started.elapsed());
+                self.metrics
+                    .processed(event_type, "dead_lettered", started.elapsed());
             }
         }
         Ok(())

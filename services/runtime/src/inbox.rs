@@ -35,10 +35,12 @@ pub async fn claim(tx: &mut SqliteConnection, event: &Envelope) -> Result<Claim,
     if seen.is_some() {
         return Ok(Claim::Duplicate);
     }
-    let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM inbox_versions WHERE aggregate_id = ?")
-        .bind(&event.aggregate_id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let last: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(MAX(version), 0) FROM inbox_versions WHERE aggregate_id = ?",
+    )
+    .bind(&event.aggregate_id)
+    .fetch_one(&mut *tx)
+    .await?;
     let last = u64::try_from(last).unwrap_or(0);
     let version = event.metadata.version;
     if version <= last {

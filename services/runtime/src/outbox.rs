@@ -26,7 +26,11 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE published_at IS N
 "#;
 
 /// Writes the outbox row of `event` inside the caller's transaction.
-pub async fn write(tx: &mut SqliteConnection, event: &Envelope, payload: &str) -> Result<(), sqlx::Error> {
+pub async fn write(
+    tx: &mut SqliteConnection,
+    event: &Envelope,
+    payload: &str,
+) -> Result<(), sqlx::Error> {
     let aggregate = event.aggregate().unwrap_or(AggregateType::Complaint);
     sqlx::query(
         "INSERT INTO outbox (event_id, aggregate_id, correlation_id, event_type, exchange, routing_key, stream, payload) \
@@ -107,13 +111,17 @@ impl Outbox for SqliteOutbox {
 
     async fn mark_published(&self, ids: &[u64]) -> Result<(), StoreError> {
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE outbox SET published_at = ");
-        q.push_bind(chrono::Utc::now().timestamp_millis()).push(" WHERE id IN (");
+        q.push_bind(chrono::Utc::now().timestamp_millis())
+            .push(" WHERE id IN (");
         let mut list = q.separated(", ");
         for id in ids {
             list.push_bind(i64::try_from(*id).unwrap_or(i64::MAX));
         }
         q.push(")");
-        q.build().execute(&self.db.writer).await.map_err(unavailable("marking the outbox"))?;
+        q.build()
+            .execute(&self.db.writer)
+            .await
+            .map_err(unavailable("marking the outbox"))?;
         Ok(())
     }
 

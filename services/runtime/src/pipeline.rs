@@ -28,17 +28,73 @@ pub struct Pipeline {
     pub relay_tick: Duration,
 }
 
+/// Where the embedded pipeline keeps its files, under a data directory.
+pub fn embedded_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("pipeline")
+}
+
 impl Pipeline {
+    /// The embedded bus and stream log under `data_dir/pipeline`, with the default topology
+    /// declared.
+    pub async fn embedded(
+        data_dir: &std::path::Path,
+        retry: RetryPolicy,
+    ) -> Result<
+        (
+            Self,
+            crate::bus::sqlite::SqliteBus,
+            crate::streams::sqlite::SqliteStreams,
+        ),
+        String,
+    > {
+        let dir = embedded_dir(data_dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let bus = crate::bus::sqlite::SqliteBus::open(&dir.join("bus.db"))
+            .await
+            .map_err(|e| e.to_string())?;
+        bus.declare(&crate::bus::topology::default_queues())
+            .await
+            .map_err(|e| e.to_string())?;
+        let streams = crate::streams::sqlite::SqliteStreams::open(&dir.join("streams.db"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let pipeline = Self {
+            bus: Arc::new(bus.clone()),
+            streams: Arc::new(streams.clone()),
+            retry,
+            stream_max_len: Some(1_000_000),
+            relay_tick: Duration::from_millis(200),
+        };
+        Ok((pipeline, bus, streams))
+    }
+
     /// Starts the relay of `outbox`; the returned handle wakes it after a commit.
-    pub fn start_relay(&self, tasks: &mut Tasks, outbox: Arc<dyn Outbox>, metrics: &Metrics) -> Arc<Notify> {
-        let relay = Arc::new(Relay::new(outbox, self.bus.clone(), self.streams.clone(), self.stream_max_len, metrics.clone()));
+    pub fn start_relay(
+        &self,
+        tasks: &mut Tasks,
+        outbox: Arc<dyn Outbox>,
+        metrics: &Metrics,
+    ) -> Arc<Notify> {
+        let relay = Arc::new(Relay::new(
+            outbox,
+            self.bus.clone(),
+            self.streams.clone(),
+            self.stream_max_len,
+            metrics.clone(),
+        ));
         let waker = relay.waker();
         tasks.spawn(relay.run(self.relay_tick));
         waker
     }
 
     /// Starts one consumer per queue `service` reads in the default topology.
-    pub fn start_consumers(&self, tasks: &mut Tasks, service: &str, handler: Arc<dyn Handler>, metrics: &Metrics) {
+    pub fn start_consumers(
+        &self,
+        tasks: &mut Tasks,
+        service: &str,
+        handler: Arc<dyn Handler>,
+        metrics: &Metrics,
+    ) {
         for queue in queues_of(service) {
             tasks.spawn(
                 QueueConsumer {
@@ -72,7 +128,9 @@ impl Pipeline {
     /// Keeps `dlq_depth` of `exchange`'s DLQ current.
     pub fn watch_dlq(&self, tasks: &mut Tasks, exchange: &'static str, metrics: &Metrics) {
         let bus = self.bus.clone();
-        let gauge = metrics.dlq_depth.with_label_values(&[&crate::bus::topology::dlq_name(exchange)]);
+        let gauge = metrics
+            .dlq_depth
+            .with_label_values(&[&crate::bus::topology::dlq_name(exchange)]);
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {

@@ -51,8 +51,14 @@ pub fn message_of(row: &OutboxRow) -> Message {
         routing_key: row.routing_key.clone(),
         ordering_key: Some(row.aggregate_id.clone()),
         headers: BTreeMap::from([
-            (headers::CORRELATION_ID.to_owned(), row.correlation_id.clone()),
-            (headers::TRACEPARENT.to_owned(), traceparent(&row.correlation_id, &row.event_id)),
+            (
+                headers::CORRELATION_ID.to_owned(),
+                row.correlation_id.clone(),
+            ),
+            (
+                headers::TRACEPARENT.to_owned(),
+                traceparent(&row.correlation_id, &row.event_id),
+            ),
         ]),
         body: row.payload.clone(),
     }
@@ -75,7 +81,14 @@ impl Relay {
         stream_max_len: Option<u64>,
         metrics: Metrics,
     ) -> Self {
-        Self { outbox, bus, streams, stream_max_len, wake: Arc::new(Notify::new()), metrics }
+        Self {
+            outbox,
+            bus,
+            streams,
+            stream_max_len,
+            wake: Arc::new(Notify::new()),
+            metrics,
+        }
     }
 
     /// Wake the relay (after a commit) instead of waiting for its next tick.
@@ -92,7 +105,9 @@ impl Relay {
         let mut done = Vec::with_capacity(rows.len());
         for row in &rows {
             self.bus.publish(&message_of(row)).await?;
-            self.streams.append(&row.stream, &entry_of(row), self.stream_max_len).await?;
+            self.streams
+                .append(&row.stream, &entry_of(row), self.stream_max_len)
+                .await?;
             done.push(row.id);
             self.metrics.relayed(&row.event_type);
         }
@@ -113,13 +128,16 @@ impl Relay {
                 Ok(_) => failures = 0,
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    let pause = Duration::from_millis(100u64.saturating_mul(1 << failures.min(9))).min(Duration::from_secs(30));
+                    let pause = Duration::from_millis(100u64.saturating_mul(1 << failures.min(9)))
+                        .min(Duration::from_secs(30));
                     tracing::warn!(error = %e, retryInMs = pause.as_millis() as u64, "relaying the outbox");
                     tokio::time::sleep(pause).await;
                 }
             }
             if let Ok(n) = self.outbox.backlog().await {
-                self.metrics.outbox_backlog.set(i64::try_from(n).unwrap_or(i64::MAX));
+                self.metrics
+                    .outbox_backlog
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
             }
         }
     }

@@ -1,13 +1,12 @@
 //! `sagaflow`: the four services in one process on the embedded default (`all-in-one`), or one
-//! service on the backends its environment names (`serve`). This file only wires.
+//! service at a time (`serve`). This file only wires.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use sagaflow_complaint::{ComplaintService, Storage};
+use sagaflow::{AllInOne, Config, Ports, apply_env};
 use sagaflow_runtime::config::{self, CommonSettings, ConfigError, DatabaseUrl};
 use sagaflow_runtime::{shutdown, telemetry};
 
@@ -24,30 +23,43 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Commands {
-    /// Run every service in this process on the embedded backends, state kept under DIR.
+    /// Run the four services in this process on the embedded backends, state kept under DIR.
     AllInOne {
         /// Where state is kept [env: SAGAFLOW_DATA_DIR] [default: ./sagaflow-data]
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
         /// The address to listen on.
         #[arg(long, default_value = "127.0.0.1")]
-        host: std::net::IpAddr,
+        host: IpAddr,
         /// The complaint service's port (0 picks a free one).
-        #[arg(long, default_value_t = sagaflow_complaint::DEFAULT_PORT)]
+        #[arg(long, default_value_t = 3005)]
         complaint_port: u16,
+        /// The notification service's port.
+        #[arg(long, default_value_t = 3006)]
+        notification_port: u16,
+        /// The audit service's port.
+        #[arg(long, default_value_t = 3007)]
+        audit_port: u16,
+        /// The event store's port.
+        #[arg(long, default_value_t = 3008)]
+        event_store_port: u16,
     },
-    /// Run one service on the backends named by its environment (DATABASE_URL …); PORT sets its port.
+    /// Run one service; PORT sets its port. Until the RabbitMQ and Redis adapters land, its
+    /// pipeline is the embedded one under SAGAFLOW_DATA_DIR, so it runs alone.
     Serve {
         service: Service,
         /// The address to listen on.
         #[arg(long, default_value = "0.0.0.0")]
-        host: std::net::IpAddr,
+        host: IpAddr,
     },
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Service {
     Complaint,
+    Notification,
+    Audit,
+    EventStore,
 }
 
 /// Exits 2 with one line, as every configuration problem does.
@@ -83,12 +95,12 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    let plan = match plan(&cli.command, &settings, &env) {
+    let (config, only) = match plan(&cli.command, &settings, &env) {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
     telemetry::init(
-        sagaflow_complaint::SERVICE,
+        only.map_or("sagaflow", service_name),
         settings.log_level,
         settings.log_format,
     );
@@ -99,7 +111,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(format!("starting the async runtime: {e}")),
     };
-    match runtime.block_on(run(plan, settings)) {
+    match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "stopped");
@@ -109,76 +121,80 @@ fn main() -> ExitCode {
     }
 }
 
-/// What to run, with every setting checked before anything starts.
-struct Plan {
-    storage: Storage,
-    complaint: SocketAddr,
+fn service_name(s: Service) -> &'static str {
+    match s {
+        Service::Complaint => sagaflow_complaint::SERVICE,
+        Service::Notification => sagaflow_notification::SERVICE,
+        Service::Audit => sagaflow_audit::SERVICE,
+        Service::EventStore => sagaflow_event_store::SERVICE,
+    }
 }
 
+/// The configuration, every setting checked before anything starts.
 fn plan(
     command: &Commands,
     settings: &CommonSettings,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Plan, ConfigError> {
+) -> Result<(Config, Option<Service>), ConfigError> {
     let database = config::var(env, "DATABASE_URL")
         .map(|u| config::database_url(&u))
         .transpose()?;
-    match command {
+    let env_dir = || {
+        config::var(env, "SAGAFLOW_DATA_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("./sagaflow-data"))
+    };
+    let (mut cfg, only) = match command {
         Commands::AllInOne {
             data_dir,
             host,
             complaint_port,
+            notification_port,
+            audit_port,
+            event_store_port,
         } => {
-            let dir = data_dir
-                .clone()
-                .or_else(|| config::var(env, "SAGAFLOW_DATA_DIR").map(PathBuf::from))
-                .unwrap_or_else(|| PathBuf::from("./sagaflow-data"));
-            let storage = match database {
-                Some(DatabaseUrl::Sqlite(url)) => Storage::SqliteUrl(url),
-                None => Storage::DataDir(dir),
+            let mut cfg = Config::new(data_dir.clone().unwrap_or_else(env_dir));
+            cfg.host = *host;
+            cfg.ports = Ports {
+                complaint: *complaint_port,
+                notification: *notification_port,
+                audit: *audit_port,
+                event_store: *event_store_port,
             };
-            Ok(Plan {
-                storage,
-                complaint: SocketAddr::new(*host, *complaint_port),
-            })
+            (cfg, None)
         }
-        Commands::Serve {
-            service: Service::Complaint,
-            host,
-        } => {
-            let Some(DatabaseUrl::Sqlite(url)) = database else {
+        Commands::Serve { service, host } => {
+            if *service == Service::Complaint && database.is_none() {
                 return Err(ConfigError {
                     var: "DATABASE_URL",
                     problem: "is required by the complaint service (sqlite://PATH)".into(),
                 });
-            };
-            let port = settings.port.unwrap_or(sagaflow_complaint::DEFAULT_PORT);
-            Ok(Plan {
-                storage: Storage::SqliteUrl(url),
-                complaint: SocketAddr::new(*host, port),
-            })
+            }
+            let mut cfg = Config::new(env_dir());
+            cfg.host = *host;
+            cfg.only = Some(service_name(*service));
+            if let Some(port) = settings.port {
+                cfg.ports = Ports {
+                    complaint: port,
+                    notification: port,
+                    audit: port,
+                    event_store: port,
+                };
+            }
+            (cfg, Some(*service))
         }
-    }
+    };
+    cfg.database_url = database.map(|DatabaseUrl::Sqlite(url)| url);
+    cfg.correlation_header = settings.correlation_header.clone();
+    apply_env(&mut cfg, env)?;
+    Ok((cfg, only))
 }
 
-async fn run(plan: Plan, settings: CommonSettings) -> anyhow::Result<()> {
-    if let Storage::DataDir(dir) = &plan.storage {
-        tracing::info!(dataDir = %dir.display(), "embedded state directory");
-    }
-    let service = ComplaintService::open(&plan.storage)
-        .await
-        .context("opening the complaint service's stores")?;
-    let listener = tokio::net::TcpListener::bind(plan.complaint)
-        .await
-        .with_context(|| format!("listening on {}", plan.complaint))?;
-    let addr = listener.local_addr().context("reading the bound address")?;
-    tracing::info!(service = sagaflow_complaint::SERVICE, addr = %addr, "listening");
-    let router = service.router(settings.correlation_header.clone());
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown::signal())
-        .await
-        .context("serving HTTP")?;
-    service.close().await;
+async fn run(config: Config) -> anyhow::Result<()> {
+    tracing::info!(dataDir = %config.data_dir.display(), "embedded state directory");
+    let system = AllInOne::start(config).await?;
+    shutdown::signal().await;
+    system.stop().await;
     tracing::info!("stopped cleanly");
     Ok(())
 }

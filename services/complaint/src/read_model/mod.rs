@@ -85,6 +85,15 @@ pub trait ComplaintViews: Send + Sync + 'static {
         cursor: Option<Cursor>,
     ) -> Result<Page, StoreError>;
 
+    /// Open complaints of `priority`, never escalated, created at or before
+    /// `created_before_ms`: `(id, created_ms)`.
+    async fn due_for_escalation(
+        &self,
+        priority: Priority,
+        created_before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<(String, i64)>, StoreError>;
+
     async fn ping(&self) -> Result<(), StoreError>;
 }
 

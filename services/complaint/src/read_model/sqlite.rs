@@ -22,8 +22,11 @@ CREATE TABLE IF NOT EXISTS complaint_views (
     category    TEXT NOT NULL,
     assigned_to TEXT,
     version     INTEGER NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    escalated   INTEGER NOT NULL,
     projection  TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS views_escalation ON complaint_views (status, escalated, priority, created_ms);
 CREATE INDEX IF NOT EXISTS views_status ON complaint_views (status, seq);
 CREATE INDEX IF NOT EXISTS views_priority ON complaint_views (priority, seq);
 CREATE INDEX IF NOT EXISTS views_category ON complaint_views (category, seq);
@@ -36,6 +39,12 @@ CREATE TABLE IF NOT EXISTS projection_checkpoint (
 "#;
 
 const CHECKPOINT: &str = "complaint_views";
+
+/// Bumped whenever the read model's tables change: an older read model is dropped and rebuilt
+/// from the events.
+const LAYOUT: i64 = 2;
+const DROP: &str =
+    "DROP TABLE IF EXISTS complaint_views; DROP TABLE IF EXISTS projection_checkpoint;";
 
 #[derive(Debug, Clone)]
 pub struct SqliteViews {
@@ -67,14 +76,60 @@ fn u64_of(v: i64) -> u64 {
 
 impl SqliteViews {
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Db::open(path, &[SCHEMA])
+        let db = Db::open(path, &[sagaflow_runtime::inbox::SCHEMA])
             .await
             .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", path.display())))?;
+        let layout: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&db.writer)
+            .await
+            .map_err(unavailable("reading the read model's layout"))?;
+        if layout != LAYOUT {
+            tracing::info!(
+                from = layout,
+                to = LAYOUT,
+                "read model layout changed; rebuilding it from the events"
+            );
+            sqlx::raw_sql(DROP)
+                .execute(&db.writer)
+                .await
+                .map_err(unavailable("dropping an old read model"))?;
+        }
+        sqlx::raw_sql(SCHEMA)
+            .execute(&db.writer)
+            .await
+            .map_err(unavailable("creating the read model"))?;
+        sqlx::raw_sql("PRAGMA user_version = 2")
+            .execute(&db.writer)
+            .await
+            .map_err(unavailable("recording the layout"))?;
         Ok(Self { db })
+    }
+
+    async fn due_for_escalation_impl(
+        &self,
+        priority: sagaflow_domain::Priority,
+        created_before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, created_ms FROM complaint_views WHERE status = 'OPEN' AND escalated = 0 AND priority = ? \
+             AND created_ms <= ? ORDER BY created_ms LIMIT ?",
+        )
+        .bind(priority.as_str())
+        .bind(created_before_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.db.reader)
+        .await
+        .map_err(unavailable("finding complaints past their deadline"))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     pub async fn close(&self) {
         self.db.close().await;
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 }
 
@@ -138,11 +193,11 @@ impl ComplaintViews for SqliteViews {
             let json = serde_json::to_string(&stored.projection)
                 .map_err(|e| StoreError::Corrupt(format!("serialising a view: {e}")))?;
             sqlx::query(
-                "INSERT INTO complaint_views (id, seq, user_id, status, priority, category, assigned_to, version, projection) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                "INSERT INTO complaint_views (id, seq, user_id, status, priority, category, assigned_to, version, created_ms, escalated, projection) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (id) DO UPDATE SET status = excluded.status, priority = excluded.priority, \
                  category = excluded.category, assigned_to = excluded.assigned_to, version = excluded.version, \
-                 projection = excluded.projection",
+                 escalated = excluded.escalated, projection = excluded.projection",
             )
             .bind(id)
             .bind(i64_of(stored.seq))
@@ -152,6 +207,8 @@ impl ComplaintViews for SqliteViews {
             .bind(&c.category)
             .bind(&c.assigned_to)
             .bind(i64_of(stored.projection.state.version))
+            .bind(c.created_at.timestamp_millis())
+            .bind(i64::from(c.escalated_at.is_some()))
             .bind(json)
             .execute(&mut *tx)
             .await
@@ -227,6 +284,16 @@ impl ComplaintViews for SqliteViews {
                 before_seq: last_seq,
             }),
         })
+    }
+
+    async fn due_for_escalation(
+        &self,
+        priority: sagaflow_domain::Priority,
+        created_before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        self.due_for_escalation_impl(priority, created_before_ms, limit)
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -24,9 +24,17 @@ pub async fn spawn_app() -> TestApp {
 
 /// A service on `dir` (which the caller keeps).
 pub async fn spawn_on(dir: &Path) -> TestApp {
-    let service = ComplaintService::open(&Storage::DataDir(dir.to_owned()))
-        .await
-        .expect("open the service");
+    let (pipeline, bus, streams) =
+        sagaflow_runtime::pipeline::Pipeline::embedded(dir, Default::default())
+            .await
+            .expect("open the pipeline");
+    let service = ComplaintService::open(
+        &Storage::DataDir(dir.to_owned()),
+        pipeline,
+        Default::default(),
+    )
+    .await
+    .expect("open the service");
     let log = service.app.log();
     let router = service.router(axum::http::HeaderName::from_static("x-correlation-id"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -42,6 +50,8 @@ pub async fn spawn_on(dir: &Path) -> TestApp {
             .await
             .expect("serve");
         service.close().await;
+        bus.close().await;
+        streams.close().await;
     });
     TestApp {
         base: format!("http://{addr}"),

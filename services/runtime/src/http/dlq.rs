@@ -29,7 +29,10 @@ fn owned(dlq: &Dlq, exchange: &str) -> Result<(), ApiError> {
     if exchange == dlq.exchange {
         Ok(())
     } else {
-        Err(ApiError::not_found(format!("this service owns the DLQ of {}, not of {exchange}", dlq.exchange)))
+        Err(ApiError::not_found(format!(
+            "this service owns the DLQ of {}, not of {exchange}",
+            dlq.exchange
+        )))
     }
 }
 
@@ -38,9 +41,16 @@ fn unavailable(e: crate::bus::BusError) -> ApiError {
     ApiError::unavailable("the message bus is unavailable; retry later")
 }
 
-async fn list(State(dlq): State<Dlq>, PathId(exchange): PathId) -> Result<Json<serde_json::Value>, ApiError> {
+async fn list(
+    State(dlq): State<Dlq>,
+    PathId(exchange): PathId,
+) -> Result<Json<serde_json::Value>, ApiError> {
     owned(&dlq, &exchange)?;
-    let letters = dlq.bus.dead_letters(&exchange, 1000).await.map_err(unavailable)?;
+    let letters = dlq
+        .bus
+        .dead_letters(&exchange, 1000)
+        .await
+        .map_err(unavailable)?;
     let items: Vec<serde_json::Value> = letters
         .iter()
         .map(|d| {
@@ -57,10 +67,15 @@ async fn list(State(dlq): State<Dlq>, PathId(exchange): PathId) -> Result<Json<s
             })
         })
         .collect();
-    Ok(Json(json!({ "exchange": exchange, "dlq": crate::bus::topology::dlq_name(&exchange), "items": items })))
+    Ok(Json(
+        json!({ "exchange": exchange, "dlq": crate::bus::topology::dlq_name(&exchange), "items": items }),
+    ))
 }
 
-async fn redrive(State(dlq): State<Dlq>, PathId(exchange): PathId) -> Result<Json<serde_json::Value>, ApiError> {
+async fn redrive(
+    State(dlq): State<Dlq>,
+    PathId(exchange): PathId,
+) -> Result<Json<serde_json::Value>, ApiError> {
     owned(&dlq, &exchange)?;
     let n = dlq.bus.redrive(&exchange).await.map_err(unavailable)?;
     tracing::info!(exchange = %exchange, redriven = n, "dead letters redriven");

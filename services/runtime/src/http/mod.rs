@@ -28,7 +28,12 @@ use crate::metrics::Metrics;
 pub fn openapi_route(document: &'static str) -> Router {
     Router::new().route(
         "/openapi.json",
-        axum::routing::get(move || async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], document) }),
+        axum::routing::get(move || async move {
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                document,
+            )
+        }),
     )
 }
 

@@ -21,12 +21,20 @@ pub fn number(name: &str, value: &str, min: u64, max: u64) -> Result<u64, ApiErr
         .parse::<u64>()
         .ok()
         .filter(|n| (min..=max).contains(n))
-        .ok_or_else(|| ApiError::invalid_field(name, format!("must be an integer from {min} to {max}, got {value:?}")))
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                name,
+                format!("must be an integer from {min} to {max}, got {value:?}"),
+            )
+        })
 }
 
 /// The error for a parameter a route does not take.
 pub fn unknown(name: &str, allowed: &str) -> ApiError {
-    ApiError::invalid_field(name, format!("is not a parameter of this route; use {allowed}"))
+    ApiError::invalid_field(
+        name,
+        format!("is not a parameter of this route; use {allowed}"),
+    )
 }
 
 fn decode(text: &str) -> Result<String, ApiError> {
@@ -54,4 +62,3 @@ fn decode(text: &str) -> Result<String, ApiError> {
     String::from_utf8(out)
         .map_err(|_| ApiError::invalid_field("query", "is not UTF-8 once decoded"))
 }
-

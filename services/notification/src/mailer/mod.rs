@@ -1,0 +1,35 @@
+//! The mailer port: sends one mail.
+//!
+//! - [`mailbox`]: the embedded adapter, one file a message under the data directory.
+
+pub mod mailbox;
+
+use async_trait::async_trait;
+
+/// A mail to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mail {
+    /// The notification id; also the `Message-ID`, so a resend can be recognised.
+    pub id: String,
+    pub from: String,
+    pub to: String,
+    pub subject: String,
+    pub body: String,
+    pub template: String,
+    pub correlation_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MailError {
+    /// The recipient is refused for good (SMTP 5xx): do not retry.
+    #[error("permanent failure: {0}")]
+    Permanent(String),
+    /// Worth another try (SMTP 4xx, the relay away).
+    #[error("transient failure: {0}")]
+    Transient(String),
+}
+
+#[async_trait]
+pub trait Mailer: Send + Sync + 'static {
+    async fn send(&self, mail: &Mail) -> Result<(), MailError>;
+}

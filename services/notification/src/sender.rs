@@ -1,0 +1,83 @@
+//! Sends due mails. A permanent refusal (SMTP 5xx) fails the mail at once; a transient one is
+//! retried with the pipeline's backoff until its attempts run out. Each outcome commits with
+//! its event.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sagaflow_runtime::consumer::RetryPolicy;
+use sagaflow_runtime::metrics::Metrics;
+use tokio::sync::Notify;
+
+use crate::mailer::{Mail, MailError, Mailer};
+use crate::store::{Due, NotificationStore};
+
+pub struct Sender {
+    pub store: Arc<dyn NotificationStore>,
+    pub mailer: Arc<dyn Mailer>,
+    pub from: String,
+    pub policy: RetryPolicy,
+    pub relay: Arc<Notify>,
+    pub wake: Arc<Notify>,
+    pub metrics: Metrics,
+}
+
+impl Sender {
+    pub async fn run(self: Arc<Self>, tick: Duration) {
+        loop {
+            let woken = self.wake.notified();
+            match self.send_due().await {
+                Ok(0) => {
+                    let _ = tokio::time::timeout(tick, woken).await;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "sending mails");
+                    tokio::time::sleep(tick.max(Duration::from_millis(500))).await;
+                }
+            }
+        }
+    }
+
+    /// Sends what is due now; returns how many mails it tried.
+    pub async fn send_due(&self) -> Result<usize, sagaflow_runtime::event_log::StoreError> {
+        let due = self.store.due(32).await?;
+        for mail in &due {
+            self.send(mail).await?;
+        }
+        Ok(due.len())
+    }
+
+    async fn send(&self, due: &Due) -> Result<(), sagaflow_runtime::event_log::StoreError> {
+        let mail = Mail {
+            id: due.notification_id.clone(),
+            from: self.from.clone(),
+            to: due.recipient.clone(),
+            subject: due.subject.clone(),
+            body: due.body.clone(),
+            template: due.template.clone(),
+            correlation_id: due.correlation_id.clone(),
+        };
+        match self.mailer.send(&mail).await {
+            Ok(()) => {
+                self.store.sent(due).await?;
+                self.metrics.event_published("NOTIFICATION_SENT");
+                tracing::info!(template = %due.template, recipient = %due.recipient, complaintId = %due.complaint_id, "mail sent");
+            }
+            Err(MailError::Transient(e)) if due.attempts + 1 < self.policy.max_attempts => {
+                let delay = self.policy.delay(due.attempts + 1);
+                let at = chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                tracing::warn!(recipient = %due.recipient, attempt = due.attempts + 1, error = %e, "mail refused for now; retrying");
+                self.store.retry_at(due, &e, at).await?;
+                return Ok(());
+            }
+            Err(e) => {
+                self.store.failed(due, &e.to_string()).await?;
+                self.metrics.event_published("NOTIFICATION_FAILED");
+                tracing::warn!(recipient = %due.recipient, template = %due.template, error = %e, "mail failed for good");
+            }
+        }
+        self.relay.notify_one();
+        Ok(())
+    }
+}

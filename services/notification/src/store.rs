@@ -1,0 +1,481 @@
+//! The notification store port and its embedded adapter: planned mails, their history, and the
+//! notification events, each change committed with its outbox row (and, for a consumed event,
+//! its inbox record).
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sagaflow_domain::events::{
+    NotificationCompensation, NotificationFailed, NotificationSent, Payload,
+};
+use sagaflow_domain::saga::{self, ComplaintFacts, Recipient, notification_stream, templates};
+use sagaflow_domain::{Context, Envelope};
+use sagaflow_runtime::bus::topology::NOTIFICATION_SERVICE;
+use sagaflow_runtime::event_log::StoreError;
+use sagaflow_runtime::inbox::{self, Claim};
+use sagaflow_runtime::outbox::SqliteOutbox;
+use sagaflow_runtime::sqlite::Db;
+use serde_json::{Value, json};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+
+/// Where mails go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addressing {
+    pub email_domain: String,
+    pub admin_email: String,
+    pub from: String,
+}
+
+impl Addressing {
+    pub fn resolve(&self, to: &Recipient) -> String {
+        match to {
+            Recipient::Admin => self.admin_email.clone(),
+            Recipient::User(id) => saga::address(id, &self.email_domain),
+        }
+    }
+}
+
+/// What a consumed event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Planned {
+    New {
+        mails: usize,
+        events: usize,
+    },
+    Duplicate,
+    TooEarly {
+        expected: u64,
+    },
+    /// An event of a complaint whose creation this service never saw.
+    UnknownComplaint(String),
+}
+
+/// A mail due to be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Due {
+    pub notification_id: String,
+    pub complaint_id: String,
+    pub trigger_event_id: String,
+    pub recipient: String,
+    pub template: String,
+    pub subject: String,
+    pub body: String,
+    pub correlation_id: String,
+    pub attempts: u32,
+}
+
+#[async_trait]
+pub trait NotificationStore: Send + Sync + 'static {
+    /// Plans the mails a complaint event calls for (and, for a compensation, cancels and
+    /// corrects), in one transaction with the inbox record.
+    async fn plan(&self, event: &Envelope, addressing: &Addressing) -> Result<Planned, StoreError>;
+    /// Mails due now, oldest first.
+    async fn due(&self, limit: usize) -> Result<Vec<Due>, StoreError>;
+    /// Records a sent mail and its NOTIFICATION_SENT.
+    async fn sent(&self, mail: &Due) -> Result<(), StoreError>;
+    /// Records a mail failed for good and its NOTIFICATION_FAILED.
+    async fn failed(&self, mail: &Due, error: &str) -> Result<(), StoreError>;
+    /// Counts a failed attempt; the mail is due again at `at`.
+    async fn retry_at(&self, mail: &Due, error: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// A complaint's mails, in the order they were planned.
+    async fn history(
+        &self,
+        complaint_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Value>, StoreError>;
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS notifications (
+    seq               INTEGER PRIMARY KEY AUTOINCREMENT,
+    notification_id   TEXT NOT NULL UNIQUE,
+    complaint_id      TEXT NOT NULL,
+    trigger_event_id  TEXT NOT NULL,
+    recipient         TEXT NOT NULL,
+    channel           TEXT NOT NULL,
+    template          TEXT NOT NULL,
+    subject           TEXT NOT NULL,
+    body              TEXT NOT NULL,
+    correlation_id    TEXT NOT NULL,
+    status            TEXT NOT NULL,
+    attempts          INTEGER NOT NULL DEFAULT 0,
+    last_error        TEXT,
+    next_attempt_at   INTEGER NOT NULL,
+    sent_at           INTEGER
+);
+CREATE INDEX IF NOT EXISTS notifications_due ON notifications (status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS notifications_complaint ON notifications (complaint_id, seq);
+CREATE INDEX IF NOT EXISTS notifications_trigger ON notifications (trigger_event_id);
+CREATE TABLE IF NOT EXISTS complaints (
+    complaint_id TEXT PRIMARY KEY,
+    user_id      TEXT NOT NULL,
+    title        TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS own_streams (
+    aggregate_id TEXT PRIMARY KEY,
+    version      INTEGER NOT NULL
+);
+"#;
+
+#[derive(Debug, Clone)]
+pub struct SqliteNotifications {
+    db: Db,
+}
+
+fn unavailable(context: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |e| StoreError::Unavailable(format!("{context}: {e}"))
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// Records a notification event with the next version of its complaint's notification stream.
+async fn emit(
+    tx: &mut SqliteConnection,
+    complaint_id: &str,
+    payload: &Payload,
+    correlation_id: &str,
+    cause: &str,
+) -> Result<Envelope, sqlx::Error> {
+    let stream = notification_stream(complaint_id);
+    let last: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(MAX(version), 0) FROM own_streams WHERE aggregate_id = ?",
+    )
+    .bind(&stream)
+    .fetch_one(&mut *tx)
+    .await?;
+    let version = u64::try_from(last).unwrap_or(0) + 1;
+    sqlx::query("INSERT INTO own_streams (aggregate_id, version) VALUES (?, ?) ON CONFLICT (aggregate_id) DO UPDATE SET version = excluded.version")
+        .bind(&stream)
+        .bind(i64::try_from(version).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?;
+    let ctx = Context {
+        correlation_id: correlation_id.to_owned(),
+        causation_id: Some(cause.to_owned()),
+        user_id: None,
+        at: Utc::now(),
+    };
+    let event = Envelope::new(
+        uuid::Uuid::new_v4().to_string(),
+        &stream,
+        version,
+        payload,
+        &ctx,
+    );
+    sagaflow_runtime::outbox::write(tx, &event, &event.to_json()).await?;
+    Ok(event)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn queue_mail(
+    tx: &mut SqliteConnection,
+    complaint_id: &str,
+    trigger: &Envelope,
+    recipient: &str,
+    template: &str,
+    subject: &str,
+    body: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO notifications (notification_id, complaint_id, trigger_event_id, recipient, channel, template, subject, body, \
+         correlation_id, status, next_attempt_at) VALUES (?, ?, ?, ?, 'email', ?, ?, ?, ?, 'PENDING', ?)",
+    )
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(complaint_id)
+    .bind(&trigger.event_id)
+    .bind(recipient)
+    .bind(template)
+    .bind(subject)
+    .bind(body)
+    .bind(&trigger.metadata.correlation_id)
+    .bind(now_ms())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+fn due_of(row: &SqliteRow) -> Due {
+    Due {
+        notification_id: row.get("notification_id"),
+        complaint_id: row.get("complaint_id"),
+        trigger_event_id: row.get("trigger_event_id"),
+        recipient: row.get("recipient"),
+        template: row.get("template"),
+        subject: row.get("subject"),
+        body: row.get("body"),
+        correlation_id: row.get("correlation_id"),
+        attempts: u32::try_from(row.get::<i64, _>("attempts")).unwrap_or(u32::MAX),
+    }
+}
+
+impl SqliteNotifications {
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Db::open(
+            path,
+            &[
+                SCHEMA,
+                sagaflow_runtime::inbox::SCHEMA,
+                sagaflow_runtime::outbox::SCHEMA,
+            ],
+        )
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", path.display())))?;
+        Ok(Self { db })
+    }
+
+    pub fn outbox(&self) -> SqliteOutbox {
+        SqliteOutbox::new(self.db.clone())
+    }
+
+    pub async fn close(&self) {
+        self.db.close().await;
+    }
+
+    async fn settle(
+        &self,
+        mail: &Due,
+        status: &str,
+        error: Option<&str>,
+        payload: &Payload,
+    ) -> Result<(), StoreError> {
+        let fail = unavailable("recording a mail");
+        let mut tx = self.db.writer.begin().await.map_err(&fail)?;
+        sqlx::query("UPDATE notifications SET status = ?, attempts = attempts + 1, last_error = ?, sent_at = ? WHERE notification_id = ?")
+            .bind(status)
+            .bind(error)
+            .bind((status == "SENT").then(now_ms))
+            .bind(&mail.notification_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(&fail)?;
+        emit(
+            &mut tx,
+            &mail.complaint_id,
+            payload,
+            &mail.correlation_id,
+            &mail.trigger_event_id,
+        )
+        .await
+        .map_err(&fail)?;
+        tx.commit().await.map_err(&fail)
+    }
+}
+
+#[async_trait]
+impl NotificationStore for SqliteNotifications {
+    async fn plan(&self, event: &Envelope, addressing: &Addressing) -> Result<Planned, StoreError> {
+        let fail = unavailable("planning mails");
+        let payload = event
+            .payload()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut tx = self.db.writer.begin().await.map_err(&fail)?;
+        match inbox::claim(&mut tx, event).await.map_err(&fail)? {
+            Claim::Duplicate => return Ok(Planned::Duplicate),
+            Claim::TooEarly { expected } => return Ok(Planned::TooEarly { expected }),
+            Claim::New => {}
+        }
+        let complaint_id = event.aggregate_id.clone();
+        if let Payload::ComplaintCreated(c) = &payload {
+            sqlx::query(
+                "INSERT OR IGNORE INTO complaints (complaint_id, user_id, title) VALUES (?, ?, ?)",
+            )
+            .bind(&c.complaint_id)
+            .bind(&c.user_id)
+            .bind(&c.title)
+            .execute(&mut *tx)
+            .await
+            .map_err(&fail)?;
+        }
+        let facts = sqlx::query("SELECT user_id, title FROM complaints WHERE complaint_id = ?")
+            .bind(&complaint_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(&fail)?
+            .map(|r| ComplaintFacts {
+                user_id: r.get(0),
+                title: r.get(1),
+            });
+        let Some(facts) = facts else {
+            return Ok(Planned::UnknownComplaint(complaint_id));
+        };
+        let planned = saga::mails_for(&payload, &facts);
+        for m in &planned {
+            queue_mail(
+                &mut tx,
+                &complaint_id,
+                event,
+                &addressing.resolve(&m.to),
+                m.template,
+                &m.subject,
+                &m.body,
+            )
+            .await
+            .map_err(&fail)?;
+        }
+        let mut events = 0;
+        if let Payload::ComplaintCompensationRequired(required) = &payload {
+            let ids = saga::compensated_event_ids(required, NOTIFICATION_SERVICE);
+            let mut cancelled = Vec::new();
+            let mut told = Vec::new();
+            for id in &ids {
+                let rows = sqlx::query("SELECT notification_id, recipient, status FROM notifications WHERE trigger_event_id = ?")
+                    .bind(id)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(&fail)?;
+                for row in rows {
+                    let status: String = row.get(2);
+                    if status == "PENDING" {
+                        cancelled.push(row.get::<String, _>(0));
+                    } else if status == "SENT" && !told.contains(&row.get::<String, _>(1)) {
+                        told.push(row.get::<String, _>(1));
+                    }
+                }
+            }
+            for n in &cancelled {
+                sqlx::query(
+                    "UPDATE notifications SET status = 'CANCELLED' WHERE notification_id = ?",
+                )
+                .bind(n)
+                .execute(&mut *tx)
+                .await
+                .map_err(&fail)?;
+            }
+            let (subject, body) = saga::correction(&facts, required);
+            for to in &told {
+                queue_mail(
+                    &mut tx,
+                    &complaint_id,
+                    event,
+                    to,
+                    templates::CORRECTION,
+                    &subject,
+                    &body,
+                )
+                .await
+                .map_err(&fail)?;
+            }
+            let data = Payload::NotificationCompensation(NotificationCompensation {
+                complaint_id: complaint_id.clone(),
+                failed_event_id: required.failed_event_id.clone(),
+                cancelled_notification_ids: cancelled,
+                correction_sent_to: Some(told),
+            });
+            emit(
+                &mut tx,
+                &complaint_id,
+                &data,
+                &event.metadata.correlation_id,
+                &event.event_id,
+            )
+            .await
+            .map_err(&fail)?;
+            events += 1;
+        }
+        tx.commit().await.map_err(&fail)?;
+        Ok(Planned::New {
+            mails: planned.len(),
+            events,
+        })
+    }
+
+    async fn due(&self, limit: usize) -> Result<Vec<Due>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM notifications WHERE status = 'PENDING' AND next_attempt_at <= ? ORDER BY seq LIMIT ?")
+            .bind(now_ms())
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.db.writer)
+            .await
+            .map_err(unavailable("reading due mails"))?;
+        Ok(rows.iter().map(due_of).collect())
+    }
+
+    async fn sent(&self, mail: &Due) -> Result<(), StoreError> {
+        let payload = Payload::NotificationSent(NotificationSent {
+            notification_id: mail.notification_id.clone(),
+            complaint_id: mail.complaint_id.clone(),
+            trigger_event_id: mail.trigger_event_id.clone(),
+            recipient: mail.recipient.clone(),
+            channel: "email".into(),
+            template: mail.template.clone(),
+            sent_at: Utc::now(),
+        });
+        self.settle(mail, "SENT", None, &payload).await
+    }
+
+    async fn failed(&self, mail: &Due, error: &str) -> Result<(), StoreError> {
+        let payload = Payload::NotificationFailed(NotificationFailed {
+            notification_id: mail.notification_id.clone(),
+            complaint_id: mail.complaint_id.clone(),
+            trigger_event_id: mail.trigger_event_id.clone(),
+            recipient: mail.recipient.clone(),
+            error: error.to_owned(),
+            attempts: mail.attempts + 1,
+            template: Some(mail.template.clone()),
+        });
+        self.settle(mail, "FAILED", Some(error), &payload).await
+    }
+
+    async fn retry_at(&self, mail: &Due, error: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE notifications SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE notification_id = ? AND status = 'PENDING'")
+            .bind(error)
+            .bind(at.timestamp_millis())
+            .bind(&mail.notification_id)
+            .execute(&self.db.writer)
+            .await
+            .map_err(unavailable("scheduling a mail retry"))?;
+        Ok(())
+    }
+
+    async fn history(
+        &self,
+        complaint_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Value>, StoreError> {
+        let rows = match complaint_id {
+            Some(id) => sqlx::query(
+                "SELECT * FROM notifications WHERE complaint_id = ? ORDER BY seq LIMIT ?",
+            )
+            .bind(id.to_owned()),
+            None => sqlx::query(
+                "SELECT * FROM notifications WHERE ?1 IS NULL ORDER BY seq DESC LIMIT ?",
+            )
+            .bind(None::<String>),
+        }
+        .bind(i64::from(limit))
+        .fetch_all(&self.db.reader)
+        .await
+        .map_err(unavailable("reading the history"))?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let sent_at: Option<i64> = row.get("sent_at");
+                json!({
+                    "notificationId": row.get::<String, _>("notification_id"),
+                    "complaintId": row.get::<String, _>("complaint_id"),
+                    "triggerEventId": row.get::<String, _>("trigger_event_id"),
+                    "recipient": row.get::<String, _>("recipient"),
+                    "channel": row.get::<String, _>("channel"),
+                    "template": row.get::<String, _>("template"),
+                    "subject": row.get::<String, _>("subject"),
+                    "status": row.get::<String, _>("status"),
+                    "attempts": row.get::<i64, _>("attempts"),
+                    "lastError": row.get::<Option<String>, _>("last_error"),
+                    "sentAt": sent_at.and_then(DateTime::from_timestamp_millis).map(|t| sagaflow_domain::time::format(&t)),
+                })
+            })
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.db.reader)
+            .await
+            .map_err(unavailable("pinging the notification store"))?;
+        Ok(())
+    }
+}

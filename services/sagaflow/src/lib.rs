@@ -1,0 +1,380 @@
+//! The all-in-one: the four services in one process on the embedded backends, state under one
+//! data directory (locked, so two processes never share it).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::http::HeaderName;
+use sagaflow_audit::AuditService;
+use sagaflow_complaint::{ComplaintService, SagaSettings, Storage};
+use sagaflow_event_store::EventStoreService;
+use sagaflow_notification::NotificationService;
+use sagaflow_notification::mailer::Mailer;
+use sagaflow_notification::mailer::mailbox::Mailbox;
+use sagaflow_notification::store::Addressing;
+use sagaflow_runtime::consumer::RetryPolicy;
+use sagaflow_runtime::pipeline::Pipeline;
+use tokio::task::JoinHandle;
+
+/// The four ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ports {
+    pub complaint: u16,
+    pub notification: u16,
+    pub audit: u16,
+    pub event_store: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Self {
+            complaint: 3005,
+            notification: 3006,
+            audit: 3007,
+            event_store: 3008,
+        }
+    }
+}
+
+/// Everything the all-in-one can be told.
+#[derive(Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub host: IpAddr,
+    pub ports: Ports,
+    /// `DATABASE_URL` (`sqlite://…`) for the complaint service instead of its embedded files.
+    pub database_url: Option<String>,
+    pub correlation_header: HeaderName,
+    pub retry: RetryPolicy,
+    pub saga: SagaSettings,
+    pub addressing: Addressing,
+    pub stream_max_len: u64,
+    /// How long a stream entry stays pending before another consumer takes it over.
+    pub reclaim_after: Duration,
+    /// The mailer; the mailbox under the data directory when `None`.
+    pub mailer: Option<Arc<dyn Mailer>>,
+    /// Run only this service (its name, e.g. `audit-service`); all four when `None`.
+    pub only: Option<&'static str>,
+}
+
+impl Config {
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            host: IpAddr::from([127, 0, 0, 1]),
+            ports: Ports::default(),
+            database_url: None,
+            correlation_header: HeaderName::from_static("x-correlation-id"),
+            retry: RetryPolicy::default(),
+            saga: SagaSettings::default(),
+            addressing: Addressing {
+                email_domain: "example.com".into(),
+                admin_email: "admin@example.com".into(),
+                from: "sagaflow@example.com".into(),
+            },
+            stream_max_len: 1_000_000,
+            reclaim_after: Duration::from_secs(30),
+            mailer: None,
+            only: None,
+        }
+    }
+
+    pub fn mailbox_dir(&self) -> PathBuf {
+        self.data_dir.join("mailbox")
+    }
+}
+
+/// A service that runs.
+enum Running {
+    Complaint(ComplaintService),
+    Notification(NotificationService),
+    Audit(AuditService),
+    EventStore(EventStoreService),
+}
+
+impl Running {
+    async fn close(self) {
+        match self {
+            Running::Complaint(s) => s.close().await,
+            Running::Notification(s) => s.close().await,
+            Running::Audit(s) => s.close().await,
+            Running::EventStore(s) => s.close().await,
+        }
+    }
+}
+
+/// The running system. An address is `None` for a service not started.
+pub struct AllInOne {
+    pub complaint: Option<SocketAddr>,
+    pub notification: Option<SocketAddr>,
+    pub audit: Option<SocketAddr>,
+    pub event_store: Option<SocketAddr>,
+    pub pipeline: Pipeline,
+    stop: tokio::sync::watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+    services: Vec<Running>,
+    closers: Option<(
+        sagaflow_runtime::bus::sqlite::SqliteBus,
+        sagaflow_runtime::streams::sqlite::SqliteStreams,
+    )>,
+    _lock: std::fs::File,
+}
+
+/// Locks the data directory for this process.
+fn lock(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    file.try_lock()
+        .map_err(|_| anyhow::anyhow!("another sagaflow process is using {}", dir.display()))?;
+    Ok(file)
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "serving HTTP");
+    }
+}
+
+async fn bind(
+    host: IpAddr,
+    port: u16,
+    service: &str,
+) -> anyhow::Result<(tokio::net::TcpListener, SocketAddr)> {
+    let addr = SocketAddr::new(host, port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{service}: listening on {addr}"))?;
+    let bound = listener.local_addr().context("reading the bound address")?;
+    tracing::info!(service, addr = %bound, "listening");
+    Ok((listener, bound))
+}
+
+impl AllInOne {
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let lock = lock(&config.data_dir)?;
+        let dir = &config.data_dir;
+        let (mut pipeline, bus, streams) = Pipeline::embedded(dir, config.retry)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        pipeline.stream_max_len = Some(config.stream_max_len);
+        let storage = match &config.database_url {
+            Some(url) => Storage::SqliteUrl(url.clone()),
+            None => Storage::DataDir(dir.clone()),
+        };
+        let want = |service: &str| config.only.is_none_or(|o| o == service);
+        let h = config.correlation_header.clone();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut servers = Vec::new();
+        let mut services = Vec::new();
+        let mut addrs = [None; 4];
+        if want(sagaflow_complaint::SERVICE) {
+            let s = ComplaintService::open(&storage, pipeline.clone(), config.saga)
+                .await
+                .context("starting the complaint service")?;
+            let (listener, addr) = bind(
+                config.host,
+                config.ports.complaint,
+                sagaflow_complaint::SERVICE,
+            )
+            .await?;
+            servers.push(tokio::spawn(serve(
+                listener,
+                s.router(h.clone()),
+                stopped.clone(),
+            )));
+            addrs[0] = Some(addr);
+            services.push(Running::Complaint(s));
+        }
+        if want(sagaflow_notification::SERVICE) {
+            let mailer: Arc<dyn Mailer> = match &config.mailer {
+                Some(m) => m.clone(),
+                None => Arc::new(
+                    Mailbox::open(&config.mailbox_dir())
+                        .with_context(|| format!("creating {}", config.mailbox_dir().display()))?,
+                ),
+            };
+            let s = NotificationService::open(
+                &dir.join("notification"),
+                pipeline.clone(),
+                mailer,
+                config.addressing.clone(),
+            )
+            .await
+            .context("starting the notification service")?;
+            let (listener, addr) = bind(
+                config.host,
+                config.ports.notification,
+                sagaflow_notification::SERVICE,
+            )
+            .await?;
+            servers.push(tokio::spawn(serve(
+                listener,
+                s.router(h.clone()),
+                stopped.clone(),
+            )));
+            addrs[1] = Some(addr);
+            services.push(Running::Notification(s));
+        }
+        if want(sagaflow_audit::SERVICE) {
+            let s = AuditService::open(&dir.join("audit"), pipeline.clone())
+                .await
+                .context("starting the audit service")?;
+            let (listener, addr) =
+                bind(config.host, config.ports.audit, sagaflow_audit::SERVICE).await?;
+            servers.push(tokio::spawn(serve(
+                listener,
+                s.router(h.clone()),
+                stopped.clone(),
+            )));
+            addrs[2] = Some(addr);
+            services.push(Running::Audit(s));
+        }
+        if want(sagaflow_event_store::SERVICE) {
+            let s = EventStoreService::open(
+                &dir.join("event-store"),
+                pipeline.bus.clone(),
+                pipeline.streams.clone(),
+                "event-store-1",
+                config.reclaim_after,
+            )
+            .await
+            .context("starting the event store")?;
+            let (listener, addr) = bind(
+                config.host,
+                config.ports.event_store,
+                sagaflow_event_store::SERVICE,
+            )
+            .await?;
+            servers.push(tokio::spawn(serve(
+                listener,
+                s.router(h.clone()),
+                stopped.clone(),
+            )));
+            addrs[3] = Some(addr);
+            services.push(Running::EventStore(s));
+        }
+        Ok(Self {
+            complaint: addrs[0],
+            notification: addrs[1],
+            audit: addrs[2],
+            event_store: addrs[3],
+            pipeline,
+            stop,
+            servers,
+            services,
+            closers: Some((bus, streams)),
+            _lock: lock,
+        })
+    }
+
+    /// Stops accepting, drains in-flight requests, stops background work, closes the stores.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        for s in self.servers.drain(..) {
+            let _ = s.await;
+        }
+        for s in self.services.drain(..) {
+            s.close().await;
+        }
+        if let Some((bus, streams)) = self.closers.take() {
+            bus.close().await;
+            streams.close().await;
+        }
+    }
+}
+
+/// Reads the saga's settings from the environment into `config` (SPEC section 2 and the
+/// additions in docs/configuration.md); each problem names its variable.
+pub fn apply_env(
+    config: &mut Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), sagaflow_runtime::config::ConfigError> {
+    use sagaflow_runtime::config::{ConfigError, duration, var};
+    let bad = |var: &'static str, problem: String| ConfigError { var, problem };
+    if let Some(domain) = var(env, "NOTIFY_EMAIL_DOMAIN") {
+        if domain.contains(['@', ' ']) {
+            return Err(bad(
+                "NOTIFY_EMAIL_DOMAIN",
+                format!("expected a domain such as example.com, got {domain:?}"),
+            ));
+        }
+        config.addressing.admin_email = format!("admin@{domain}");
+        config.addressing.from = format!("sagaflow@{domain}");
+        config.addressing.email_domain = domain;
+    }
+    if let Some(admin) = var(env, "NOTIFY_ADMIN_EMAIL") {
+        if !admin.contains('@') || admin.contains(' ') {
+            return Err(bad(
+                "NOTIFY_ADMIN_EMAIL",
+                format!("expected an e-mail address, got {admin:?}"),
+            ));
+        }
+        config.addressing.admin_email = admin;
+    }
+    if var(env, "SMTP_URL").is_some() {
+        return Err(bad("SMTP_URL", "the SMTP adapter is not in this build yet; unset it to use the mailbox under the data directory".into()));
+    }
+    for (name, slot) in [
+        ("DEADLINE_LOW", &mut config.saga.deadlines.low),
+        ("DEADLINE_MEDIUM", &mut config.saga.deadlines.medium),
+        ("DEADLINE_HIGH", &mut config.saga.deadlines.high),
+        ("DEADLINE_CRITICAL", &mut config.saga.deadlines.critical),
+        ("ESCALATION_INTERVAL", &mut config.saga.escalation_interval),
+        ("RETRY_BASE_DELAY", &mut config.retry.base),
+        ("RETRY_MAX_DELAY", &mut config.retry.cap),
+    ] {
+        if let Some(v) = var(env, name) {
+            let d = duration(name, &v)?;
+            if d.is_zero() {
+                return Err(bad(name, "must be more than zero".into()));
+            }
+            *slot = d;
+        }
+    }
+    if let Some(v) = var(env, "RETRY_MAX_ATTEMPTS") {
+        config.retry.max_attempts = v
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| {
+                bad(
+                    "RETRY_MAX_ATTEMPTS",
+                    format!("expected a number from 1 to 100, got {v:?}"),
+                )
+            })?;
+    }
+    if let Some(v) = var(env, "STREAM_MAX_LEN") {
+        config.stream_max_len = v
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| *n >= 1000)
+            .ok_or_else(|| {
+                bad(
+                    "STREAM_MAX_LEN",
+                    format!("expected a number of at least 1000, got {v:?}"),
+                )
+            })?;
+    }
+    Ok(())
+}
