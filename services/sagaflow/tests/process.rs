@@ -13,6 +13,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_sagaflow");
 
 struct Running {
     child: Child,
+    /// The complaint service's base URL (or the one service's, for `serve`).
     base: String,
     lines: mpsc::Receiver<String>,
 }
@@ -25,9 +26,9 @@ impl Drop for Running {
     }
 }
 
-/// Starts the binary with `args` and waits (30 s at most) for its "listening" line.
+/// Starts the binary with `args` and waits (30 s at most) for `services` "listening" lines.
 #[allow(clippy::zombie_processes)] // `Running`'s Drop reaps the child
-fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
+fn start(args: &[&str], env: &[(&str, &str)], services: usize) -> Running {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env("LOG_FORMAT", "json")
@@ -49,7 +50,9 @@ fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
         }
     });
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let mut base = None;
+    let mut listening = 0;
+    while listening < services {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = rx.recv_timeout(left).unwrap_or_else(|_| {
             panic!("sagaflow {args:?} did not say it was listening within 30 s")
@@ -58,27 +61,35 @@ fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
             continue;
         };
         if log["message"] == "listening" {
+            listening += 1;
             let addr = log["addr"].as_str().expect("addr").to_owned();
-            return Running {
-                child,
-                base: format!("http://{addr}"),
-                lines: rx,
-            };
+            if base.is_none() || log["service"] == "complaint-service" {
+                base = Some(format!("http://{addr}"));
+            }
         }
+    }
+    Running {
+        child,
+        base: base.expect("an address"),
+        lines: rx,
     }
 }
 
+/// The all-in-one on `dir`, every port picked by the system.
 fn all_in_one(dir: &Path) -> Running {
-    start(
-        &[
-            "all-in-one",
-            "--data-dir",
-            dir.to_str().expect("utf-8 path"),
-            "--complaint-port",
-            "0",
-        ],
-        &[],
-    )
+    let dir = dir.to_str().expect("utf-8 path");
+    let mut args = vec!["all-in-one", "--data-dir", dir];
+    args.extend([
+        "--complaint-port",
+        "0",
+        "--notification-port",
+        "0",
+        "--audit-port",
+        "0",
+        "--event-store-port",
+        "0",
+    ]);
+    start(&args, &[], 4)
 }
 
 /// Runs the binary to its end (10 s at most) and returns its exit code and stderr.
@@ -266,9 +277,16 @@ async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
 async fn serve_complaint_runs_on_database_url_and_port() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("complaint.db").display());
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8 path");
     let mut running = start(
         &["serve", "complaint", "--host", "127.0.0.1"],
-        &[("DATABASE_URL", &url), ("PORT", "0")],
+        &[
+            ("DATABASE_URL", &url),
+            ("PORT", "0"),
+            ("SAGAFLOW_DATA_DIR", data),
+        ],
+        1,
     );
     let client = reqwest::Client::new();
     let view = create(&client, &running.base, 1).await.expect("create");
