@@ -57,6 +57,7 @@ impl Sender {
             body: due.body.clone(),
             template: due.template.clone(),
             correlation_id: due.correlation_id.clone(),
+            complaint_id: due.complaint_id.clone(),
         };
         match self.mailer.send(&mail).await {
             Ok(()) => {

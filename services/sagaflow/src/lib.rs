@@ -286,6 +286,14 @@ impl AllInOne {
         })
     }
 
+    /// The complaint service's use cases, when it runs here.
+    pub fn complaint_app(&self) -> Option<Arc<sagaflow_complaint::app::ComplaintApp>> {
+        self.services.iter().find_map(|s| match s {
+            Running::Complaint(c) => Some(c.app.clone()),
+            _ => None,
+        })
+    }
+
     /// Stops accepting, drains in-flight requests, stops background work, closes the stores.
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);

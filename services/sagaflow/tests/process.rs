@@ -379,6 +379,9 @@ fn help_describes_every_command_and_flag() {
         "SAGAFLOW_DATA_DIR",
         "--host",
         "--complaint-port",
+        "--notification-port",
+        "--audit-port",
+        "--event-store-port",
     ] {
         assert!(text.contains(word), "{text}");
     }

@@ -75,7 +75,7 @@ fn one_line(s: &str) -> String {
 
 pub fn render(mail: &Mail) -> String {
     format!(
-        "Message-ID: <{id}@sagaflow>\r\nDate: {date}\r\nFrom: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nContent-Type: text/plain; charset=utf-8\r\nX-Sagaflow-Template: {template}\r\nX-Correlation-ID: {corr}\r\n\r\n{body}\r\n",
+        "Message-ID: <{id}@sagaflow>\r\nDate: {date}\r\nFrom: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nContent-Type: text/plain; charset=utf-8\r\nX-Sagaflow-Template: {template}\r\nX-Correlation-ID: {corr}\r\nX-Complaint-ID: {complaint}\r\n\r\n{body}\r\n",
         id = one_line(&mail.id),
         date = chrono::Utc::now().to_rfc2822(),
         from = one_line(&mail.from),
@@ -83,6 +83,7 @@ pub fn render(mail: &Mail) -> String {
         subject = one_line(&mail.subject),
         template = one_line(&mail.template),
         corr = one_line(&mail.correlation_id),
+        complaint = one_line(&mail.complaint_id),
         body = mail.body,
     )
 }

@@ -17,6 +17,7 @@ pub struct Mail {
     pub body: String,
     pub template: String,
     pub correlation_id: String,
+    pub complaint_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
