@@ -18,10 +18,9 @@ async fn a_passed_deadline_escalates_once_even_with_racing_timers() {
         .expect("running")
         .complaint_app()
         .expect("complaint service");
-    let deadlines = {
-        let mut d = sagaflow_complaint::app::Deadlines::default();
-        d.critical = Duration::from_millis(300);
-        d
+    let deadlines = sagaflow_complaint::app::Deadlines {
+        critical: Duration::from_millis(300),
+        ..Default::default()
     };
     let racers: Vec<_> = (0..2)
         .map(|_| {
