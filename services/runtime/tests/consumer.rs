@@ -1,0 +1,134 @@
+//! The consumer loop on the embedded bus: backoff, dead letters after the last attempt,
+//! redrive through the HTTP API, business errors not retried.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use sagaflow_domain::events::ComplaintClosed;
+use sagaflow_domain::{Context, Envelope, Payload};
+use sagaflow_runtime::bus::sqlite::SqliteBus;
+use sagaflow_runtime::bus::topology::default_queues;
+use sagaflow_runtime::bus::{Message, MessageBus, headers};
+use sagaflow_runtime::consumer::{Failure, Handler, Incoming, QueueConsumer, RetryPolicy};
+use sagaflow_runtime::metrics::Metrics;
+
+const QUEUE: &str = "complaints.events.notification-service";
+
+struct Flaky {
+    healthy: AtomicBool,
+    business: bool,
+    calls: Mutex<Vec<Instant>>,
+    applied: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Handler for Flaky {
+    async fn handle(&self, incoming: &Incoming) -> Result<(), Failure> {
+        self.calls.lock().expect("lock").push(Instant::now());
+        if self.business {
+            return Err(Failure::Business("complaint c1 does not exist".into()));
+        }
+        if !self.healthy.load(Ordering::SeqCst) {
+            return Err(Failure::Transient("the store is away".into()));
+        }
+        self.applied.lock().expect("lock").push(incoming.envelope.event_id.clone());
+        Ok(())
+    }
+}
+
+fn event() -> Message {
+    let at = chrono::DateTime::from_timestamp(1_767_225_600, 0).expect("time");
+    let ctx = Context { correlation_id: "corr".into(), causation_id: None, user_id: None, at };
+    let env = Envelope::new("e1".into(), "c1", 1, &Payload::ComplaintClosed(ComplaintClosed { complaint_id: "c1".into(), reason: Some("r".into()), closed_at: at }), &ctx);
+    Message {
+        message_id: "e1".into(),
+        exchange: "complaints.events".into(),
+        routing_key: env.routing_key(),
+        ordering_key: Some("c1".into()),
+        headers: Default::default(),
+        body: env.to_json(),
+    }
+}
+
+async fn until<F: Fn() -> bool>(what: &str, f: F) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn setup(business: bool) -> (Arc<dyn MessageBus>, Arc<Flaky>, tokio::task::JoinHandle<()>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bus = SqliteBus::open(&dir.path().join("bus.db")).await.expect("bus");
+    bus.declare(&default_queues()).await.expect("declare");
+    let bus: Arc<dyn MessageBus> = Arc::new(bus);
+    let flaky = Arc::new(Flaky { healthy: AtomicBool::new(false), business, calls: Mutex::new(Vec::new()), applied: Mutex::new(Vec::new()) });
+    let consumer = QueueConsumer {
+        bus: bus.clone(),
+        queue: QUEUE.into(),
+        handler: flaky.clone(),
+        policy: RetryPolicy { base: Duration::from_millis(40), cap: Duration::from_secs(1), max_attempts: 5 },
+        metrics: Metrics::new("test-service").expect("metrics"),
+    };
+    let task = tokio::spawn(consumer.run());
+    (bus, flaky, task, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_failure_backs_off_then_is_dead_lettered_and_a_redrive_succeeds() {
+    let (bus, flaky, task, _dir) = setup(false).await;
+    bus.publish(&event()).await.expect("publish");
+    let letters = loop {
+        let l = bus.dead_letters("complaints.events", 10).await.expect("list");
+        if !l.is_empty() {
+            break l;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let calls = flaky.calls.lock().expect("lock").clone();
+    assert_eq!(calls.len(), 5, "5 attempts, then the DLQ");
+    let gaps: Vec<Duration> = calls.windows(2).map(|w| w[1] - w[0]).collect();
+    for (gap, at_least) in gaps.iter().zip([40, 80, 160, 320]) {
+        assert!(*gap >= Duration::from_millis(at_least), "gaps {gaps:?} do not double from 40 ms");
+    }
+    let h = &letters[0].message.headers;
+    assert_eq!(h.get(headers::QUEUE).map(String::as_str), Some(QUEUE));
+    assert_eq!(h.get(headers::ATTEMPTS).map(String::as_str), Some("5"));
+    assert_eq!(h.get(headers::LAST_ERROR).map(String::as_str), Some("the store is away"));
+    assert_eq!(bus.depth(QUEUE).await.expect("depth"), 0);
+
+    // The owner's API redrives it; the handler has recovered.
+    flaky.healthy.store(true, Ordering::SeqCst);
+    let router = sagaflow_runtime::http::dlq::routes(bus.clone(), "complaints.events");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, router).await.expect("serve") });
+    let client = reqwest::Client::new();
+    let listed: serde_json::Value = client.get(format!("http://{addr}/api/dlq/complaints.events")).send().await.expect("list").json().await.expect("json");
+    assert_eq!(listed["items"][0]["attempts"], 5);
+    let res: serde_json::Value = client.post(format!("http://{addr}/api/dlq/complaints.events/redrive")).send().await.expect("redrive").json().await.expect("json");
+    assert_eq!(res["redriven"], 1);
+    until("the redriven message to be applied", || flaky.applied.lock().expect("lock").len() == 1).await;
+    assert!(bus.dead_letters("complaints.events", 10).await.expect("list").is_empty());
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_business_error_is_dead_lettered_without_retry() {
+    let (bus, flaky, task, _dir) = setup(true).await;
+    bus.publish(&event()).await.expect("publish");
+    let letters = loop {
+        let l = bus.dead_letters("complaints.events", 10).await.expect("list");
+        if !l.is_empty() {
+            break l;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(flaky.calls.lock().expect("lock").len(), 1);
+    assert_eq!(letters[0].attempts, 1);
+    assert!(letters[0].last_error.starts_with("business error"), "{}", letters[0].last_error);
+    task.abort();
+}
