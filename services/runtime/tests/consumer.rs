@@ -33,15 +33,33 @@ impl Handler for Flaky {
         if !self.healthy.load(Ordering::SeqCst) {
             return Err(Failure::Transient("the store is away".into()));
         }
-        self.applied.lock().expect("lock").push(incoming.envelope.event_id.clone());
+        self.applied
+            .lock()
+            .expect("lock")
+            .push(incoming.envelope.event_id.clone());
         Ok(())
     }
 }
 
 fn event() -> Message {
     let at = chrono::DateTime::from_timestamp(1_767_225_600, 0).expect("time");
-    let ctx = Context { correlation_id: "corr".into(), causation_id: None, user_id: None, at };
-    let env = Envelope::new("e1".into(), "c1", 1, &Payload::ComplaintClosed(ComplaintClosed { complaint_id: "c1".into(), reason: Some("r".into()), closed_at: at }), &ctx);
+    let ctx = Context {
+        correlation_id: "corr".into(),
+        causation_id: None,
+        user_id: None,
+        at,
+    };
+    let env = Envelope::new(
+        "e1".into(),
+        "c1",
+        1,
+        &Payload::ComplaintClosed(ComplaintClosed {
+            complaint_id: "c1".into(),
+            reason: Some("r".into()),
+            closed_at: at,
+        }),
+        &ctx,
+    );
     Message {
         message_id: "e1".into(),
         exchange: "complaints.events".into(),
@@ -60,17 +78,35 @@ async fn until<F: Fn() -> bool>(what: &str, f: F) {
     }
 }
 
-async fn setup(business: bool) -> (Arc<dyn MessageBus>, Arc<Flaky>, tokio::task::JoinHandle<()>, tempfile::TempDir) {
+async fn setup(
+    business: bool,
+) -> (
+    Arc<dyn MessageBus>,
+    Arc<Flaky>,
+    tokio::task::JoinHandle<()>,
+    tempfile::TempDir,
+) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let bus = SqliteBus::open(&dir.path().join("bus.db")).await.expect("bus");
+    let bus = SqliteBus::open(&dir.path().join("bus.db"))
+        .await
+        .expect("bus");
     bus.declare(&default_queues()).await.expect("declare");
     let bus: Arc<dyn MessageBus> = Arc::new(bus);
-    let flaky = Arc::new(Flaky { healthy: AtomicBool::new(false), business, calls: Mutex::new(Vec::new()), applied: Mutex::new(Vec::new()) });
+    let flaky = Arc::new(Flaky {
+        healthy: AtomicBool::new(false),
+        business,
+        calls: Mutex::new(Vec::new()),
+        applied: Mutex::new(Vec::new()),
+    });
     let consumer = QueueConsumer {
         bus: bus.clone(),
         queue: QUEUE.into(),
         handler: flaky.clone(),
-        policy: RetryPolicy { base: Duration::from_millis(40), cap: Duration::from_secs(1), max_attempts: 5 },
+        policy: RetryPolicy {
+            base: Duration::from_millis(40),
+            cap: Duration::from_secs(1),
+            max_attempts: 5,
+        },
         metrics: Metrics::new("test-service").expect("metrics"),
     };
     let task = tokio::spawn(consumer.run());
@@ -82,7 +118,10 @@ async fn a_transient_failure_backs_off_then_is_dead_lettered_and_a_redrive_succe
     let (bus, flaky, task, _dir) = setup(false).await;
     bus.publish(&event()).await.expect("publish");
     let letters = loop {
-        let l = bus.dead_letters("complaints.events", 10).await.expect("list");
+        let l = bus
+            .dead_letters("complaints.events", 10)
+            .await
+            .expect("list");
         if !l.is_empty() {
             break l;
         }
@@ -92,27 +131,57 @@ async fn a_transient_failure_backs_off_then_is_dead_lettered_and_a_redrive_succe
     assert_eq!(calls.len(), 5, "5 attempts, then the DLQ");
     let gaps: Vec<Duration> = calls.windows(2).map(|w| w[1] - w[0]).collect();
     for (gap, at_least) in gaps.iter().zip([40, 80, 160, 320]) {
-        assert!(*gap >= Duration::from_millis(at_least), "gaps {gaps:?} do not double from 40 ms");
+        assert!(
+            *gap >= Duration::from_millis(at_least),
+            "gaps {gaps:?} do not double from 40 ms"
+        );
     }
     let h = &letters[0].message.headers;
     assert_eq!(h.get(headers::QUEUE).map(String::as_str), Some(QUEUE));
     assert_eq!(h.get(headers::ATTEMPTS).map(String::as_str), Some("5"));
-    assert_eq!(h.get(headers::LAST_ERROR).map(String::as_str), Some("the store is away"));
+    assert_eq!(
+        h.get(headers::LAST_ERROR).map(String::as_str),
+        Some("the store is away")
+    );
     assert_eq!(bus.depth(QUEUE).await.expect("depth"), 0);
 
     // The owner's API redrives it; the handler has recovered.
     flaky.healthy.store(true, Ordering::SeqCst);
     let router = sagaflow_runtime::http::dlq::routes(bus.clone(), "complaints.events");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, router).await.expect("serve") });
     let client = reqwest::Client::new();
-    let listed: serde_json::Value = client.get(format!("http://{addr}/api/dlq/complaints.events")).send().await.expect("list").json().await.expect("json");
+    let listed: serde_json::Value = client
+        .get(format!("http://{addr}/api/dlq/complaints.events"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(listed["items"][0]["attempts"], 5);
-    let res: serde_json::Value = client.post(format!("http://{addr}/api/dlq/complaints.events/redrive")).send().await.expect("redrive").json().await.expect("json");
+    let res: serde_json::Value = client
+        .post(format!("http://{addr}/api/dlq/complaints.events/redrive"))
+        .send()
+        .await
+        .expect("redrive")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(res["redriven"], 1);
-    until("the redriven message to be applied", || flaky.applied.lock().expect("lock").len() == 1).await;
-    assert!(bus.dead_letters("complaints.events", 10).await.expect("list").is_empty());
+    until("the redriven message to be applied", || {
+        flaky.applied.lock().expect("lock").len() == 1
+    })
+    .await;
+    assert!(
+        bus.dead_letters("complaints.events", 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
     task.abort();
 }
 
@@ -121,7 +190,10 @@ async fn a_business_error_is_dead_lettered_without_retry() {
     let (bus, flaky, task, _dir) = setup(true).await;
     bus.publish(&event()).await.expect("publish");
     let letters = loop {
-        let l = bus.dead_letters("complaints.events", 10).await.expect("list");
+        let l = bus
+            .dead_letters("complaints.events", 10)
+            .await
+            .expect("list");
         if !l.is_empty() {
             break l;
         }
@@ -129,6 +201,10 @@ async fn a_business_error_is_dead_lettered_without_retry() {
     };
     assert_eq!(flaky.calls.lock().expect("lock").len(), 1);
     assert_eq!(letters[0].attempts, 1);
-    assert!(letters[0].last_error.starts_with("business error"), "{}", letters[0].last_error);
+    assert!(
+        letters[0].last_error.starts_with("business error"),
+        "{}",
+        letters[0].last_error
+    );
     task.abort();
 }

@@ -15,7 +15,18 @@ struct Running {
     child: Child,
     /// The complaint service's base URL (or the one service's, for `serve`).
     base: String,
+    /// Every service's base URL, by service name.
+    urls: std::collections::HashMap<String, String>,
     lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn url(&self, service: &str) -> String {
+        self.urls
+            .get(service)
+            .cloned()
+            .unwrap_or_else(|| panic!("{service} is not running"))
+    }
 }
 
 impl Drop for Running {
@@ -51,6 +62,7 @@ fn start(args: &[&str], env: &[(&str, &str)], services: usize) -> Running {
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut base = None;
+    let mut urls = std::collections::HashMap::new();
     let mut listening = 0;
     while listening < services {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -63,6 +75,10 @@ fn start(args: &[&str], env: &[(&str, &str)], services: usize) -> Running {
         if log["message"] == "listening" {
             listening += 1;
             let addr = log["addr"].as_str().expect("addr").to_owned();
+            urls.insert(
+                log["service"].as_str().unwrap_or("").to_owned(),
+                format!("http://{addr}"),
+            );
             if base.is_none() || log["service"] == "complaint-service" {
                 base = Some(format!("http://{addr}"));
             }
@@ -71,6 +87,7 @@ fn start(args: &[&str], env: &[(&str, &str)], services: usize) -> Running {
     Running {
         child,
         base: base.expect("an address"),
+        urls,
         lines: rx,
     }
 }
@@ -384,5 +401,167 @@ fn help_describes_every_command_and_flag() {
         "--event-store-port",
     ] {
         assert!(text.contains(word), "{text}");
+    }
+}
+
+/// Takes a complaint one step further along create → assign → resolve → close, from the status
+/// its view shows; returns false once it is closed.
+async fn advance(client: &reqwest::Client, base: &str, id: &str) -> reqwest::Result<bool> {
+    let view: Value = client
+        .get(format!("{base}/api/complaints/{id}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let (action, body) = match view["status"].as_str() {
+        Some("OPEN") => ("assign", json!({"assignedTo": "agent-7"})),
+        Some("ASSIGNED") => ("process", json!({"resolution": "Refunded"})),
+        Some("RESOLVED") => ("close", json!({})),
+        _ => return Ok(false),
+    };
+    client
+        .put(format!("{base}/api/complaints/{id}/{action}"))
+        .json(&body)
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_in_the_middle_of_sagas_loses_and_doubles_nothing() {
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut running = all_in_one(dir.path());
+    let client = reqwest::Client::new();
+    let created = Arc::new(Mutex::new(Vec::<String>::new()));
+    let steps = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut sagas = Vec::new();
+    for n in 0..12 {
+        let (client, base, created, steps) = (
+            client.clone(),
+            running.base.clone(),
+            created.clone(),
+            steps.clone(),
+        );
+        sagas.push(tokio::spawn(async move {
+            let Ok(view) = create(&client, &base, n).await else {
+                return;
+            };
+            let id = view["id"].as_str().expect("id").to_owned();
+            created.lock().expect("lock").push(id.clone());
+            steps.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            while let Ok(true) = advance(&client, &base, &id).await {
+                steps.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }));
+    }
+    // Kill once the sagas are well under way (some done, most in flight).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while steps.load(std::sync::atomic::Ordering::SeqCst) < 20 {
+        assert!(Instant::now() < deadline, "the sagas made no progress");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    running.child.kill().expect("SIGKILL");
+    running.child.wait().expect("reaped");
+    let at_kill = steps.load(std::sync::atomic::Ordering::SeqCst);
+    for s in sagas {
+        s.await.expect("saga task");
+    }
+    let ids = created.lock().expect("lock").clone();
+    assert!(ids.len() >= 5, "only {} sagas started", ids.len());
+    let answered = steps.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        answered < ids.len() * 4,
+        "every saga had finished before the kill: nothing was tested"
+    );
+    println!(
+        "{} sagas started, killed after {at_kill} acknowledged commands ({answered} answered in all)",
+        ids.len()
+    );
+
+    let again = all_in_one(dir.path());
+    for id in &ids {
+        while advance(&client, &again.base, id)
+            .await
+            .expect("advance after restart")
+        {}
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in &ids {
+        loop {
+            let view: Value = client
+                .get(format!("{}/api/complaints/{id}", again.base))
+                .send()
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json");
+            if view["sagaStatus"] == "COMPLETED" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "saga {id} did not complete: {view}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Every effect exactly once: 4 archived events with versions 1–4, 4 audit entries, 6 mails.
+    let addr = |service: &str| again.url(service);
+    let mailbox =
+        sagaflow_notification::mailer::mailbox::Mailbox::open(&dir.path().join("mailbox"))
+            .expect("mailbox");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in &ids {
+        loop {
+            let archived: Value = client
+                .get(format!("{}/api/events/stream/{id}", addr("event-store")))
+                .send()
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json");
+            let trail: Value = client
+                .get(format!("{}/api/audit/trail/{id}", addr("audit-service")))
+                .send()
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json");
+            let versions: Vec<u64> = archived["events"]
+                .as_array()
+                .expect("events")
+                .iter()
+                .map(|e| e["metadata"]["version"].as_u64().expect("v"))
+                .collect();
+            let audited: Vec<u64> = trail["entries"]
+                .as_array()
+                .expect("entries")
+                .iter()
+                .map(|e| e["version"].as_u64().expect("v"))
+                .collect();
+            let mails = mailbox
+                .read_all()
+                .expect("mailbox")
+                .into_iter()
+                .filter(|m| m.header("X-Complaint-ID") == Some(id.as_str()))
+                .count();
+            if versions == [1, 2, 3, 4] && audited == [1, 2, 3, 4] && mails == 6 {
+                break;
+            }
+            assert!(
+                versions.len() <= 4 && audited.len() <= 4 && mails <= 6,
+                "an effect was doubled for {id}: {versions:?} {audited:?} {mails} mails"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "effects of {id} incomplete: {versions:?} {audited:?} {mails} mails"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
