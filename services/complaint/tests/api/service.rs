@@ -74,6 +74,8 @@ async fn the_openapi_document_describes_the_routes_that_exist() {
         ("/health/ready", "get"),
         ("/metrics", "get"),
         ("/openapi.json", "get"),
+        ("/api/dlq/{exchange}", "get"),
+        ("/api/dlq/{exchange}/redrive", "post"),
     ];
     let mut documented = Vec::new();
     for (path, item) in paths {
@@ -84,7 +86,11 @@ async fn the_openapi_document_describes_the_routes_that_exist() {
             .filter(|k| *k != "parameters")
         {
             documented.push((path.clone(), method.clone()));
-            let url = app.url(&path.replace("{id}", "00000000-0000-0000-0000-000000000000"));
+            let url = app.url(
+                &path
+                    .replace("{id}", "00000000-0000-0000-0000-000000000000")
+                    .replace("{exchange}", "complaints.events"),
+            );
             let res = app
                 .client
                 .request(method.to_uppercase().parse().expect("method"), url)

@@ -5,4 +5,5 @@ mod helpers;
 mod compensation;
 mod deadlines;
 mod full;
+mod openapi;
 mod redelivery;
