@@ -71,10 +71,6 @@ CREATE INDEX IF NOT EXISTS entries_type ON entries (event_type, seq);
 CREATE INDEX IF NOT EXISTS entries_correlation ON entries (correlation_id, seq);
 CREATE INDEX IF NOT EXISTS entries_user ON entries (user_id, seq);
 CREATE INDEX IF NOT EXISTS entries_trigger ON entries (trigger_event_id);
-CREATE TABLE IF NOT EXISTS own_streams (
-    aggregate_id TEXT PRIMARY KEY,
-    version      INTEGER NOT NULL
-);
 "#;
 
 #[derive(Debug, Clone)]
@@ -196,15 +192,6 @@ impl AuditLog for SqliteAudit {
             q.push(")");
             q.build().execute(&mut *tx).await.map_err(&fail)?;
 
-            let stream = audit_stream(&required.complaint_id);
-            let last: i64 = sqlx::query_scalar(
-                "SELECT COALESCE(MAX(version), 0) FROM own_streams WHERE aggregate_id = ?",
-            )
-            .bind(&stream)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(&fail)?;
-            let version = u64::try_from(last).unwrap_or(0) + 1;
             let ctx = Context {
                 correlation_id: event.metadata.correlation_id.clone(),
                 causation_id: Some(event.event_id.clone()),
@@ -216,22 +203,14 @@ impl AuditLog for SqliteAudit {
                 failed_event_id: required.failed_event_id.clone(),
                 compensated_event_ids: ids,
             });
-            let out = Envelope::new(
-                uuid::Uuid::new_v4().to_string(),
-                &stream,
-                version,
+            let out = sagaflow_runtime::outbox::record(
+                &mut tx,
+                &audit_stream(&required.complaint_id),
                 &data,
                 &ctx,
-            );
-            sqlx::query("INSERT INTO own_streams (aggregate_id, version) VALUES (?, ?) ON CONFLICT (aggregate_id) DO UPDATE SET version = excluded.version")
-                .bind(&stream)
-                .bind(i64::try_from(version).unwrap_or(i64::MAX))
-                .execute(&mut *tx)
-                .await
-                .map_err(&fail)?;
-            sagaflow_runtime::outbox::write(&mut tx, &out, &out.to_json())
-                .await
-                .map_err(&fail)?;
+            )
+            .await
+            .map_err(&fail)?;
             compensation = Some(Box::new(out));
         }
         tx.commit().await.map_err(&fail)?;

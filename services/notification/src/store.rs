@@ -114,10 +114,6 @@ CREATE TABLE IF NOT EXISTS complaints (
     user_id      TEXT NOT NULL,
     title        TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS own_streams (
-    aggregate_id TEXT PRIMARY KEY,
-    version      INTEGER NOT NULL
-);
 "#;
 
 #[derive(Debug, Clone)]
@@ -133,7 +129,7 @@ fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
-/// Records a notification event with the next version of its complaint's notification stream.
+/// Records a notification event in its complaint's notification stream.
 async fn emit(
     tx: &mut SqliteConnection,
     complaint_id: &str,
@@ -141,34 +137,13 @@ async fn emit(
     correlation_id: &str,
     cause: &str,
 ) -> Result<Envelope, sqlx::Error> {
-    let stream = notification_stream(complaint_id);
-    let last: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(MAX(version), 0) FROM own_streams WHERE aggregate_id = ?",
-    )
-    .bind(&stream)
-    .fetch_one(&mut *tx)
-    .await?;
-    let version = u64::try_from(last).unwrap_or(0) + 1;
-    sqlx::query("INSERT INTO own_streams (aggregate_id, version) VALUES (?, ?) ON CONFLICT (aggregate_id) DO UPDATE SET version = excluded.version")
-        .bind(&stream)
-        .bind(i64::try_from(version).unwrap_or(i64::MAX))
-        .execute(&mut *tx)
-        .await?;
     let ctx = Context {
         correlation_id: correlation_id.to_owned(),
         causation_id: Some(cause.to_owned()),
         user_id: None,
         at: Utc::now(),
     };
-    let event = Envelope::new(
-        uuid::Uuid::new_v4().to_string(),
-        &stream,
-        version,
-        payload,
-        &ctx,
-    );
-    sagaflow_runtime::outbox::write(tx, &event, &event.to_json()).await?;
-    Ok(event)
+    sagaflow_runtime::outbox::record(tx, &notification_stream(complaint_id), payload, &ctx).await
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -23,7 +23,46 @@ CREATE TABLE IF NOT EXISTS outbox (
     published_at   INTEGER
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE published_at IS NULL;
+CREATE TABLE IF NOT EXISTS own_streams (
+    aggregate_id TEXT PRIMARY KEY,
+    version      INTEGER NOT NULL
+);
 "#;
+
+/// Records a new event of a stream this service writes on its own (a complaint's notification
+/// or audit stream): the stream's next version, and its outbox row, inside the caller's
+/// transaction.
+pub async fn record(
+    tx: &mut SqliteConnection,
+    stream: &str,
+    payload: &sagaflow_domain::Payload,
+    ctx: &sagaflow_domain::Context,
+) -> Result<Envelope, sqlx::Error> {
+    let last: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(MAX(version), 0) FROM own_streams WHERE aggregate_id = ?",
+    )
+    .bind(stream)
+    .fetch_one(&mut *tx)
+    .await?;
+    let version = u64::try_from(last).unwrap_or(0) + 1;
+    sqlx::query(
+        "INSERT INTO own_streams (aggregate_id, version) VALUES (?, ?) \
+         ON CONFLICT (aggregate_id) DO UPDATE SET version = excluded.version",
+    )
+    .bind(stream)
+    .bind(i64::try_from(version).unwrap_or(i64::MAX))
+    .execute(&mut *tx)
+    .await?;
+    let event = Envelope::new(
+        uuid::Uuid::new_v4().to_string(),
+        stream,
+        version,
+        payload,
+        ctx,
+    );
+    write(tx, &event, &event.to_json()).await?;
+    Ok(event)
+}
 
 /// Writes the outbox row of `event` inside the caller's transaction.
 pub async fn write(
