@@ -192,7 +192,12 @@ pub struct StreamConsumer {
 impl StreamConsumer {
     pub async fn run(self) {
         let mut failures = 0u32;
+        let mut recovered = false;
         loop {
+            if !recovered {
+                // What this consumer received before a restart and never acked comes first.
+                recovered = self.recover().await.is_ok();
+            }
             match self.poll().await {
                 Ok(_) => failures = 0,
                 Err(e) => {
@@ -201,6 +206,34 @@ impl StreamConsumer {
                     tracing::warn!(stream = %self.stream, error = %e, "reading the stream; retrying");
                     tokio::time::sleep(pause).await;
                 }
+            }
+        }
+    }
+
+    async fn recover(&self) -> Result<(), crate::streams::StreamError> {
+        self.streams
+            .create_group(&self.stream, &self.group, GroupStart::Beginning)
+            .await?;
+        loop {
+            let entries = self
+                .streams
+                .own_pending(&self.stream, &self.group, &self.consumer, 64)
+                .await?;
+            if entries.is_empty() {
+                return Ok(());
+            }
+            let before = entries.len();
+            for entry in &entries {
+                self.process(entry).await?;
+            }
+            // Entries that failed transiently stay pending; leave them to the idle reclaim.
+            let after = self
+                .streams
+                .own_pending(&self.stream, &self.group, &self.consumer, 64)
+                .await?
+                .len();
+            if after >= before {
+                return Ok(());
             }
         }
     }

@@ -122,6 +122,27 @@ pub async fn entries_of_a_dead_consumer_are_reclaimed(log: Arc<dyn StreamLog>) {
     assert_eq!(log.pending(S, "g").await.expect("pending"), 0);
 }
 
+pub async fn a_restarted_consumer_gets_its_own_pending_entries_back(log: Arc<dyn StreamLog>) {
+    log.create_group(S, "g", GroupStart::Beginning)
+        .await
+        .expect("group");
+    for n in 0..3 {
+        log.append(S, &fields(n), None).await.expect("append");
+    }
+    let mine = log.read_group(S, "g", "me", 2, NOW).await.expect("read");
+    log.read_group(S, "g", "other", 1, NOW).await.expect("read");
+    log.ack(S, "g", &[mine[0].id.clone()]).await.expect("ack");
+    let back = log
+        .own_pending(S, "g", "me", 10)
+        .await
+        .expect("own pending");
+    assert_eq!(
+        ids_of(&back),
+        ["e1"],
+        "only what `me` received and did not ack"
+    );
+}
+
 pub async fn a_group_started_at_the_end_skips_what_is_there(log: Arc<dyn StreamLog>) {
     log.append(S, &fields(0), None).await.expect("append");
     log.create_group(S, "late", GroupStart::End)
@@ -174,6 +195,7 @@ macro_rules! streams_conformance {
             a_group_hands_each_entry_to_one_consumer_and_each_group_gets_all,
             entries_stay_pending_until_acked,
             entries_of_a_dead_consumer_are_reclaimed,
+            a_restarted_consumer_gets_its_own_pending_entries_back,
             a_group_started_at_the_end_skips_what_is_there,
             the_cap_keeps_about_max_len_newest_entries,
             a_blocked_read_wakes_for_an_append,

@@ -80,6 +80,16 @@ pub trait StreamLog: Send + Sync + 'static {
         count: usize,
     ) -> Result<Vec<Entry>, StreamError>;
 
+    /// Entries still pending for `consumer` itself (what it received and did not ack before it
+    /// restarted), oldest first.
+    async fn own_pending(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<Entry>, StreamError>;
+
     /// Entries after `after` (exclusive; `None` for the first), oldest first.
     async fn range(
         &self,

@@ -344,6 +344,27 @@ impl StreamLog for SqliteStreams {
         Ok(out)
     }
 
+    async fn own_pending(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<Entry>, StreamError> {
+        let rows = sqlx::query(
+            "SELECT e.ms, e.seq, e.fields FROM pending p JOIN entries e ON e.stream = p.stream AND e.ms = p.ms AND e.seq = p.seq \
+             WHERE p.stream = ? AND p.grp = ? AND p.consumer = ? ORDER BY p.ms, p.seq LIMIT ?",
+        )
+        .bind(stream)
+        .bind(group)
+        .bind(consumer)
+        .bind(i64::try_from(count).unwrap_or(i64::MAX))
+        .fetch_all(&self.db.writer)
+        .await
+        .map_err(unavailable("reading own pending entries"))?;
+        Ok(rows.iter().map(entry).collect())
+    }
+
     async fn range(
         &self,
         stream: &str,
