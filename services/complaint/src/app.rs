@@ -152,8 +152,15 @@ impl ComplaintApp {
                 let created = DateTime::from_timestamp_millis(created_ms).unwrap_or(now);
                 let deadline =
                     created + chrono::Duration::from_std(limit).unwrap_or(chrono::Duration::MAX);
+                // The escalation belongs to the saga that the complaint's creation started.
+                let correlation_id = self
+                    .log
+                    .read_stream(&id, 1)
+                    .await?
+                    .first()
+                    .map_or_else(|| id.clone(), |e| e.metadata.correlation_id.clone());
                 let caller = Caller {
-                    correlation_id: id.clone(),
+                    correlation_id,
                     request_id: format!("escalation:{id}"),
                     user_id: None,
                 };

@@ -135,7 +135,7 @@ impl QueueConsumer {
             .headers
             .get(headers::REPLAY)
             .is_some_and(|v| v == "true");
-        let span = tracing::info_span!("event", eventType = %envelope.event_type, aggregateId = %envelope.aggregate_id,
+        let span = tracing::info_span!("event", service = self.metrics.service, eventType = %envelope.event_type, aggregateId = %envelope.aggregate_id,
             correlationId = %envelope.metadata.correlation_id, queue = %self.queue);
         let result = {
             use tracing::Instrument;

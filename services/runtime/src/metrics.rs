@@ -50,6 +50,10 @@ pub struct HttpMetrics {
 }
 
 impl HttpMetrics {
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
     pub fn observe(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
         let status = status.to_string();
         self.requests

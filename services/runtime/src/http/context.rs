@@ -63,7 +63,7 @@ pub async fn observe(State(observe): State<Observe>, mut req: Request, next: Nex
         request_id: uuid::Uuid::new_v4().to_string(),
         user_id,
     });
-    let span = tracing::info_span!("request", method = %method, route = %route, correlationId = %correlation_id);
+    let span = tracing::info_span!("request", service = observe.metrics.service(), method = %method, route = %route, correlationId = %correlation_id);
     let mut response = CORRELATION_ID
         .scope(
             correlation_id.clone(),

@@ -55,6 +55,17 @@ async fn a_passed_deadline_escalates_once_even_with_racing_timers() {
         .filter(|e| e["eventType"] == "COMPLAINT_ESCALATED")
         .count();
     assert_eq!((escalations, later_count), (1, 1));
+    let escalation = view["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .find(|e| e["eventType"] == "COMPLAINT_ESCALATED")
+        .cloned()
+        .expect("escalated");
+    assert_eq!(
+        escalation["correlationId"], "saga-deadline",
+        "the escalation carries the saga's correlation id"
+    );
     eventually("the admin's escalation mail", || async {
         let n = sys
             .mails_of(&id)
