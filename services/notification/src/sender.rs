@@ -63,7 +63,7 @@ impl Sender {
             Ok(()) => {
                 self.store.sent(due).await?;
                 self.metrics.event_published("NOTIFICATION_SENT");
-                tracing::info!(template = %due.template, recipient = %due.recipient, complaintId = %due.complaint_id, "mail sent");
+                tracing::info!(template = %due.template, recipient = %due.recipient, aggregateId = %due.complaint_id, correlationId = %due.correlation_id, "mail sent");
             }
             Err(MailError::Transient(e)) if due.attempts + 1 < self.policy.max_attempts => {
                 let delay = self.policy.delay(due.attempts + 1);
