@@ -22,6 +22,7 @@ pub mod inbox;
 pub mod metrics;
 pub mod outbox;
 pub mod pipeline;
+pub mod postgres;
 pub mod relay;
 pub mod shutdown;
 pub mod sqlite;

@@ -1,9 +1,11 @@
 //! The event log port: a complaint's events and their outbox rows, appended atomically.
 //!
 //! - [`sqlite`]: the embedded adapter (one file under the data directory).
+//! - [`postgres`]: the PostgreSQL adapter.
 //! - [`conformance`]: the tests every adapter must pass.
 
 pub mod conformance;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -122,4 +124,27 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Answers when the store is reachable.
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Refuses a batch whose versions do not follow `expected` or that belongs to another stream.
+pub(crate) fn check_batch(request: &AppendRequest) -> Result<(), AppendError> {
+    if request.events.is_empty() {
+        return Err(AppendError::Invalid("no events to append".into()));
+    }
+    for (i, e) in request.events.iter().enumerate() {
+        let want = request.expected.0 + 1 + i as u64;
+        if e.metadata.version != want {
+            return Err(AppendError::Invalid(format!(
+                "event {} has version {}, expected {want}",
+                e.event_id, e.metadata.version
+            )));
+        }
+        if e.aggregate_id != request.stream_id {
+            return Err(AppendError::Invalid(format!(
+                "event {} belongs to {}, not {}",
+                e.event_id, e.aggregate_id, request.stream_id
+            )));
+        }
+    }
+    Ok(())
 }

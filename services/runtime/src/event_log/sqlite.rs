@@ -83,32 +83,10 @@ impl SqliteEventLog {
     }
 }
 
-fn check_batch(request: &AppendRequest) -> Result<(), AppendError> {
-    if request.events.is_empty() {
-        return Err(AppendError::Invalid("no events to append".into()));
-    }
-    for (i, e) in request.events.iter().enumerate() {
-        let want = request.expected.0 + 1 + i as u64;
-        if e.metadata.version != want {
-            return Err(AppendError::Invalid(format!(
-                "event {} has version {}, expected {want}",
-                e.event_id, e.metadata.version
-            )));
-        }
-        if e.aggregate_id != request.stream_id {
-            return Err(AppendError::Invalid(format!(
-                "event {} belongs to {}, not {}",
-                e.event_id, e.aggregate_id, request.stream_id
-            )));
-        }
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl EventLog for SqliteEventLog {
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
-        check_batch(&request)?;
+        super::check_batch(&request)?;
         let mut tx = self
             .db
             .writer
