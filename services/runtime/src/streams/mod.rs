@@ -2,9 +2,11 @@
 //! consumer groups, pending entries reclaimed from a dead consumer, reading from any position.
 //!
 //! - [`sqlite`]: the embedded adapter.
+//! - [`redis`]: the Redis Streams adapter.
 //! - [`conformance`]: the tests every adapter must pass.
 
 pub mod conformance;
+pub mod redis;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
