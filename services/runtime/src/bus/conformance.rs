@@ -32,6 +32,35 @@ async fn setup(bus: &Arc<dyn MessageBus>) {
 
 const ALL: &str = "complaints.events.all";
 const NOW: Duration = Duration::ZERO;
+/// Long enough for a pushed delivery to arrive, to show that nothing does.
+const BRIEF: Duration = Duration::from_millis(300);
+
+/// Receives until exactly `n` messages came (5 s at most), then checks that no more are ready.
+async fn exactly(bus: &Arc<dyn MessageBus>, queue: &str, n: usize) -> Vec<super::Delivery> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    while got.len() < n {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert!(
+            !left.is_zero(),
+            "only {} of {n} messages arrived on {queue}",
+            got.len()
+        );
+        got.extend(
+            bus.receive(queue, n - got.len(), left)
+                .await
+                .expect("receive"),
+        );
+    }
+    nothing(bus, queue).await;
+    got
+}
+
+async fn nothing(bus: &Arc<dyn MessageBus>, queue: &str) {
+    let more = bus.receive(queue, 10, BRIEF).await.expect("receive");
+    let ids: Vec<&str> = more.iter().map(|d| d.message.message_id.as_str()).collect();
+    assert!(ids.is_empty(), "unexpected messages on {queue}: {ids:?}");
+}
 
 pub async fn routes_by_topic_to_every_bound_queue(bus: Arc<dyn MessageBus>) {
     setup(&bus).await;
@@ -42,7 +71,7 @@ pub async fn routes_by_topic_to_every_bound_queue(bus: Arc<dyn MessageBus>) {
     bus.publish(&message("m2", "complaint.closed", None))
         .await
         .expect("publish");
-    let all = bus.receive(ALL, 10, NOW).await.expect("receive");
+    let all = exactly(&bus, ALL, 2).await;
     assert_eq!(
         all.iter()
             .map(|d| d.message.message_id.as_str())
@@ -54,17 +83,8 @@ pub async fn routes_by_topic_to_every_bound_queue(bus: Arc<dyn MessageBus>) {
         message("m1", "complaint.created", None),
         "delivered as published"
     );
-    let created = bus
-        .receive("complaints.events.created", 10, NOW)
-        .await
-        .expect("receive");
-    assert_eq!(created.len(), 1);
-    assert!(
-        bus.receive("notifications.events.other", 10, NOW)
-            .await
-            .expect("receive")
-            .is_empty()
-    );
+    exactly(&bus, "complaints.events.created", 1).await;
+    nothing(&bus, "notifications.events.other").await;
 }
 
 pub async fn a_delivery_is_not_handed_out_twice_until_settled(bus: Arc<dyn MessageBus>) {
@@ -72,9 +92,7 @@ pub async fn a_delivery_is_not_handed_out_twice_until_settled(bus: Arc<dyn Messa
     bus.publish(&message("m1", "complaint.created", None))
         .await
         .expect("publish");
-    let first = bus.receive(ALL, 10, NOW).await.expect("receive");
-    assert_eq!(first.len(), 1);
-    assert!(bus.receive(ALL, 10, NOW).await.expect("receive").is_empty());
+    let first = exactly(&bus, ALL, 1).await;
     assert_eq!(bus.depth(ALL).await.expect("depth"), 1);
     bus.ack(&first[0]).await.expect("ack");
     assert_eq!(bus.depth(ALL).await.expect("depth"), 0);
@@ -85,14 +103,11 @@ pub async fn a_retry_comes_back_after_its_delay_with_the_attempt_counted(bus: Ar
     bus.publish(&message("m1", "complaint.created", None))
         .await
         .expect("publish");
-    let d = bus.receive(ALL, 1, NOW).await.expect("receive").remove(0);
-    bus.retry(&d, Duration::from_millis(300), "database busy")
+    let d = exactly(&bus, ALL, 1).await.remove(0);
+    bus.retry(&d, Duration::from_millis(1500), "database busy")
         .await
         .expect("retry");
-    assert!(
-        bus.receive(ALL, 1, NOW).await.expect("receive").is_empty(),
-        "not before its delay"
-    );
+    nothing(&bus, ALL).await; // not before its delay
     let again = bus
         .receive(ALL, 1, Duration::from_secs(5))
         .await
@@ -116,7 +131,7 @@ pub async fn messages_of_one_ordering_key_come_one_at_a_time_in_order(bus: Arc<d
             .await
             .expect("publish");
     }
-    let first = bus.receive(ALL, 10, NOW).await.expect("receive");
+    let first = exactly(&bus, ALL, 2).await;
     assert_eq!(
         first
             .iter()
@@ -125,11 +140,11 @@ pub async fn messages_of_one_ordering_key_come_one_at_a_time_in_order(bus: Arc<d
         ["a1", "b1"]
     );
     // a1 waits for a retry: a2 stays behind it.
-    bus.retry(&first[0], Duration::from_millis(200), "later")
+    bus.retry(&first[0], Duration::from_millis(1000), "later")
         .await
         .expect("retry");
     bus.ack(&first[1]).await.expect("ack");
-    assert!(bus.receive(ALL, 10, NOW).await.expect("receive").is_empty());
+    nothing(&bus, ALL).await;
     let again = bus
         .receive(ALL, 10, Duration::from_secs(5))
         .await
@@ -142,7 +157,7 @@ pub async fn messages_of_one_ordering_key_come_one_at_a_time_in_order(bus: Arc<d
         ["a1"]
     );
     bus.ack(&again[0]).await.expect("ack");
-    let next = bus.receive(ALL, 10, NOW).await.expect("receive");
+    let next = exactly(&bus, ALL, 1).await;
     assert_eq!(
         next.iter()
             .map(|d| d.message.message_id.as_str())
@@ -156,7 +171,7 @@ pub async fn dead_letters_keep_their_story_and_redrive_back(bus: Arc<dyn Message
     bus.publish(&message("m1", "complaint.created", Some("A")))
         .await
         .expect("publish");
-    let d = bus.receive(ALL, 1, NOW).await.expect("receive").remove(0);
+    let d = exactly(&bus, ALL, 1).await.remove(0);
     bus.retry(&d, NOW, "first").await.expect("retry");
     let d = bus
         .receive(ALL, 1, Duration::from_secs(5))

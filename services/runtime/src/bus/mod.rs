@@ -3,9 +3,11 @@
 //!
 //! - [`topology`]: the default exchanges, queues and bindings; topic matching.
 //! - [`sqlite`]: the embedded adapter.
+//! - [`rabbitmq`]: the RabbitMQ adapter.
 //! - [`conformance`]: the tests every adapter must pass.
 
 pub mod conformance;
+pub mod rabbitmq;
 pub mod sqlite;
 pub mod topology;
 
@@ -83,7 +85,8 @@ pub trait MessageBus: Send + Sync + 'static {
     async fn publish(&self, message: &Message) -> Result<(), BusError>;
 
     /// Up to `max` messages ready on `queue`, waiting up to `wait` for the first. A message is not
-    /// handed out again until its delivery is settled or the consumer dies.
+    /// handed out again until its delivery is settled or the consumer dies. A broker that pushes
+    /// deliveries may take a moment to hand over a message just published: wait for it.
     async fn receive(
         &self,
         queue: &str,
