@@ -1,8 +1,10 @@
 //! The mailer port: sends one mail.
 //!
 //! - [`mailbox`]: the embedded adapter, one file a message under the data directory.
+//! - [`smtp`]: the SMTP adapter.
 
 pub mod mailbox;
+pub mod smtp;
 
 use async_trait::async_trait;
 
