@@ -2,7 +2,7 @@
 //! the Redis streams (consumer group `event-store`); streams by version, global order, replay,
 //! and state rebuilt by folding the domain's own aggregate.
 //!
-//! - [`archive`]: the archive port and its embedded adapter.
+//! - [`archive`]: the archive port, its embedded and MongoDB adapters, its conformance suite.
 //! - [`http`]: routes and handlers.
 
 pub mod archive;
@@ -40,7 +40,10 @@ impl Handler for Archiver {
             .archive
             .append(&incoming.envelope)
             .await
-            .map_err(|e| Failure::Transient(e.to_string()))?;
+            .map_err(|e| match e {
+                StoreError::Corrupt(e) => Failure::Business(e),
+                StoreError::Unavailable(e) => Failure::Transient(e),
+            })?;
         self.metrics
             .store_append
             .with_label_values(&[SERVICE])

@@ -1,29 +1,14 @@
-//! The archive port and its embedded adapter: every event once (by event id), with a global
-//! position in archive order.
+//! The embedded archive: one SQLite file.
 
 use std::path::Path;
 
 use async_trait::async_trait;
 use sagaflow_domain::Envelope;
 use sagaflow_runtime::event_log::{Positioned, StoreError};
+
+use super::Archive;
 use sagaflow_runtime::sqlite::Db;
 use sqlx::Row;
-
-#[async_trait]
-pub trait Archive: Send + Sync + 'static {
-    /// Stores the event unless its id is there already; true when it was new.
-    async fn append(&self, event: &Envelope) -> Result<bool, StoreError>;
-    /// A stream's events with `version >= from_version`, by version.
-    async fn stream(
-        &self,
-        aggregate_id: &str,
-        from_version: u64,
-    ) -> Result<Vec<Envelope>, StoreError>;
-    /// Events after global position `after`, in global order.
-    async fn all(&self, after: u64, limit: usize) -> Result<Vec<Positioned>, StoreError>;
-    async fn count(&self) -> Result<u64, StoreError>;
-    async fn ping(&self) -> Result<(), StoreError>;
-}
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS events (
@@ -36,7 +21,7 @@ CREATE TABLE IF NOT EXISTS events (
     envelope       TEXT NOT NULL,
     archived_at    INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_stream ON events (aggregate_id, version);
+CREATE UNIQUE INDEX IF NOT EXISTS events_stream ON events (aggregate_id, version);
 "#;
 
 #[derive(Debug, Clone)]
@@ -68,8 +53,16 @@ impl SqliteArchive {
 #[async_trait]
 impl Archive for SqliteArchive {
     async fn append(&self, event: &Envelope) -> Result<bool, StoreError> {
+        let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM events WHERE event_id = ?")
+            .bind(&event.event_id)
+            .fetch_optional(&self.db.writer)
+            .await
+            .map_err(unavailable("archiving an event"))?;
+        if known.is_some() {
+            return Ok(false);
+        }
         let done = sqlx::query(
-            "INSERT OR IGNORE INTO events (event_id, aggregate_id, aggregate_type, event_type, version, envelope, archived_at) \
+            "INSERT INTO events (event_id, aggregate_id, aggregate_type, event_type, version, envelope, archived_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&event.event_id)
@@ -80,9 +73,19 @@ impl Archive for SqliteArchive {
         .bind(event.to_json())
         .bind(chrono_now_ms())
         .execute(&self.db.writer)
-        .await
-        .map_err(unavailable("archiving an event"))?;
-        Ok(done.rows_affected() == 1)
+        .await;
+        match done {
+            Ok(_) => Ok(true),
+            Err(sqlx::Error::Database(db))
+                if db.is_unique_violation() && db.message().contains("event_id") =>
+            {
+                Ok(false)
+            }
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                Err(super::version_taken(event))
+            }
+            Err(e) => Err(unavailable("archiving an event")(e)),
+        }
     }
 
     async fn stream(

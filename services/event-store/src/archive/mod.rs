@@ -1,0 +1,40 @@
+//! The archive port: every event once (by event id), a stream by version, a global position.
+//!
+//! - [`sqlite`]: the embedded adapter.
+//! - [`mongo`]: the MongoDB adapter.
+//! - [`conformance`]: the tests every adapter must pass.
+
+pub mod conformance;
+pub mod mongo;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use sagaflow_domain::Envelope;
+use sagaflow_runtime::event_log::{Positioned, StoreError};
+
+pub use sqlite::SqliteArchive;
+
+#[async_trait]
+pub trait Archive: Send + Sync + 'static {
+    /// Stores the event unless its id is there already; true when it was new. Another event at
+    /// a version its stream already has is refused (`Corrupt`): the archive never holds two.
+    async fn append(&self, event: &Envelope) -> Result<bool, StoreError>;
+    /// A stream's events with `version >= from_version`, by version.
+    async fn stream(
+        &self,
+        aggregate_id: &str,
+        from_version: u64,
+    ) -> Result<Vec<Envelope>, StoreError>;
+    /// Events after global position `after`, in global order.
+    async fn all(&self, after: u64, limit: usize) -> Result<Vec<Positioned>, StoreError>;
+    async fn count(&self) -> Result<u64, StoreError>;
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// The error for a second event at a version its stream already has.
+pub fn version_taken(event: &Envelope) -> StoreError {
+    StoreError::Corrupt(format!(
+        "stream {} already has a version {} (event {} refused)",
+        event.aggregate_id, event.metadata.version, event.event_id
+    ))
+}

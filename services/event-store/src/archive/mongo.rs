@@ -1,0 +1,198 @@
+//! The archive on MongoDB: collection `events`, unique indexes on `eventId` and on
+//! `(aggregateId, version)`, and a counter document for the global position (`_id`).
+//!
+//! Verified against the MongoDB wire server of the test setup (nx-27017), which runs
+//! standalone; see docs/backends.md for what that does and does not prove.
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use mongodb::bson::{Document, doc};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{IndexOptions, ReturnDocument};
+use mongodb::{Client, Collection, Database, IndexModel};
+use sagaflow_domain::Envelope;
+use sagaflow_runtime::config::redact;
+use sagaflow_runtime::event_log::{Positioned, StoreError};
+
+use super::Archive;
+
+#[derive(Debug, Clone)]
+pub struct MongoArchive {
+    db: Database,
+    events: Collection<Document>,
+    counters: Collection<Document>,
+}
+
+fn unavailable(e: mongodb::error::Error) -> StoreError {
+    StoreError::Unavailable(redact(&e.to_string()))
+}
+
+fn duplicate_key(e: &mongodb::error::Error) -> bool {
+    match e.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
+        ErrorKind::Command(c) => c.code == 11000,
+        _ => e.to_string().contains("E11000"),
+    }
+}
+
+/// An integer field, whichever BSON width the server stored it with.
+fn int(d: &Document, key: &str) -> Option<i64> {
+    match d.get(key)? {
+        mongodb::bson::Bson::Int64(n) => Some(*n),
+        mongodb::bson::Bson::Int32(n) => Some(i64::from(*n)),
+        mongodb::bson::Bson::Double(f) if f.fract() == 0.0 => Some(*f as i64),
+        _ => None,
+    }
+}
+
+fn decode(d: &Document) -> Result<(u64, Envelope), StoreError> {
+    let position = int(d, "_id")
+        .ok_or_else(|| StoreError::Corrupt("an archived event without a position".into()))?;
+    let text = d
+        .get_str("envelope")
+        .map_err(|e| StoreError::Corrupt(format!("an archived event without its envelope: {e}")))?;
+    let env =
+        Envelope::from_slice(text.as_bytes()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok((u64::try_from(position).unwrap_or(0), env))
+}
+
+impl MongoArchive {
+    /// Connects to `url` and uses `database`, creating the indexes when needed.
+    pub async fn open(url: &str, database: &str) -> Result<Self, StoreError> {
+        let client = Client::with_uri_str(url).await.map_err(|e| {
+            StoreError::Unavailable(format!("MONGODB_URL: {}", redact(&e.to_string())))
+        })?;
+        let db = client.database(database);
+        let events = db.collection::<Document>("events");
+        let counters = db.collection::<Document>("counters");
+        db.run_command(doc! {"ping": 1})
+            .await
+            .map_err(unavailable)?;
+        events
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"eventId": 1})
+                    .options(IndexOptions::builder().unique(true).build())
+                    .build(),
+            )
+            .await
+            .map_err(unavailable)?;
+        events
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"aggregateId": 1, "version": 1})
+                    .options(IndexOptions::builder().unique(true).build())
+                    .build(),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(Self {
+            db,
+            events,
+            counters,
+        })
+    }
+
+    async fn next_position(&self) -> Result<i64, StoreError> {
+        let counter = self
+            .counters
+            .find_one_and_update(doc! {"_id": "events"}, doc! {"$inc": {"seq": 1_i64}})
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| StoreError::Unavailable("the position counter did not answer".into()))?;
+        int(&counter, "seq")
+            .ok_or_else(|| StoreError::Corrupt("the position counter is not a number".into()))
+    }
+}
+
+#[async_trait]
+impl Archive for MongoArchive {
+    async fn append(&self, event: &Envelope) -> Result<bool, StoreError> {
+        if self
+            .events
+            .find_one(doc! {"eventId": &event.event_id})
+            .await
+            .map_err(unavailable)?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        let position = self.next_position().await?;
+        let document = doc! {
+            "_id": position,
+            "eventId": &event.event_id,
+            "aggregateId": &event.aggregate_id,
+            "aggregateType": &event.aggregate_type,
+            "eventType": &event.event_type,
+            "version": i64::try_from(event.metadata.version).unwrap_or(i64::MAX),
+            "envelope": event.to_json(),
+            "archivedAt": mongodb::bson::DateTime::now(),
+        };
+        match self.events.insert_one(document).await {
+            Ok(_) => Ok(true),
+            Err(e) if duplicate_key(&e) => {
+                // Either this event arrived twice at once, or its version is taken by another.
+                match self
+                    .events
+                    .find_one(doc! {"eventId": &event.event_id})
+                    .await
+                    .map_err(unavailable)?
+                {
+                    Some(_) => Ok(false),
+                    None => Err(super::version_taken(event)),
+                }
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn stream(
+        &self,
+        aggregate_id: &str,
+        from_version: u64,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        let docs: Vec<Document> = self
+            .events
+            .find(doc! {"aggregateId": aggregate_id, "version": {"$gte": i64::try_from(from_version).unwrap_or(i64::MAX)}})
+            .sort(doc! {"version": 1})
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        docs.iter().map(|d| decode(d).map(|(_, e)| e)).collect()
+    }
+
+    async fn all(&self, after: u64, limit: usize) -> Result<Vec<Positioned>, StoreError> {
+        let docs: Vec<Document> = self
+            .events
+            .find(doc! {"_id": {"$gt": i64::try_from(after).unwrap_or(i64::MAX)}})
+            .sort(doc! {"_id": 1})
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        docs.iter()
+            .map(|d| decode(d).map(|(position, envelope)| Positioned { position, envelope }))
+            .collect()
+    }
+
+    async fn count(&self) -> Result<u64, StoreError> {
+        self.events
+            .count_documents(doc! {})
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.db
+            .run_command(doc! {"ping": 1})
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
