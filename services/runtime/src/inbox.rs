@@ -61,3 +61,54 @@ pub async fn claim(tx: &mut SqliteConnection, event: &Envelope) -> Result<Claim,
         .await?;
     Ok(Claim::New)
 }
+
+/// The inbox on PostgreSQL.
+pub mod pg {
+    use sagaflow_domain::Envelope;
+    use sqlx::PgConnection;
+
+    use super::Claim;
+
+    pub const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS inbox (
+    event_id     TEXT PRIMARY KEY,
+    processed_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS inbox_versions (
+    aggregate_id TEXT PRIMARY KEY,
+    version      BIGINT NOT NULL
+);
+"#;
+
+    /// Checks and records `event` inside the caller's transaction. The aggregate's row is
+    /// locked, so two replicas handling events of one aggregate take turns.
+    pub async fn claim(tx: &mut PgConnection, event: &Envelope) -> Result<Claim, sqlx::Error> {
+        sqlx::query("INSERT INTO inbox_versions (aggregate_id, version) VALUES ($1, 0) ON CONFLICT (aggregate_id) DO NOTHING")
+            .bind(&event.aggregate_id)
+            .execute(&mut *tx)
+            .await?;
+        let last: i64 = sqlx::query_scalar("SELECT version FROM inbox_versions WHERE aggregate_id = $1 FOR UPDATE")
+            .bind(&event.aggregate_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let seen: Option<i32> = sqlx::query_scalar("SELECT 1 FROM inbox WHERE event_id = $1")
+            .bind(&event.event_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let last = u64::try_from(last).unwrap_or(0);
+        let version = event.metadata.version;
+        if seen.is_some() || version <= last {
+            return Ok(Claim::Duplicate);
+        }
+        if version > last + 1 {
+            return Ok(Claim::TooEarly { expected: last + 1 });
+        }
+        sqlx::query("INSERT INTO inbox (event_id) VALUES ($1)").bind(&event.event_id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE inbox_versions SET version = $2 WHERE aggregate_id = $1")
+            .bind(&event.aggregate_id)
+            .bind(i64::try_from(version).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+        Ok(Claim::New)
+    }
+}

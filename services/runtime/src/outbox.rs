@@ -172,3 +172,142 @@ impl Outbox for SqliteOutbox {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 }
+
+/// The outbox on PostgreSQL: the same rows, claimed with `FOR UPDATE SKIP LOCKED` so that
+/// several relays never publish one row at once.
+pub mod pg {
+    use async_trait::async_trait;
+    use sagaflow_domain::{AggregateType, Context, Envelope, Payload};
+    use sqlx::postgres::{PgPool, PgRow};
+    use sqlx::{PgConnection, Row};
+
+    use crate::event_log::{OutboxRow, StoreError};
+
+    /// The outbox tables; a migration of any schema that records events.
+    pub const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS outbox (
+    id             BIGSERIAL PRIMARY KEY,
+    event_id       TEXT NOT NULL UNIQUE,
+    aggregate_id   TEXT NOT NULL,
+    correlation_id TEXT NOT NULL,
+    event_type     TEXT NOT NULL,
+    exchange       TEXT NOT NULL,
+    routing_key    TEXT NOT NULL,
+    stream         TEXT NOT NULL,
+    payload        TEXT NOT NULL,
+    claimed_until  TIMESTAMPTZ,
+    published_at   TIMESTAMPTZ
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE published_at IS NULL;
+CREATE TABLE IF NOT EXISTS own_streams (
+    aggregate_id TEXT PRIMARY KEY,
+    version      BIGINT NOT NULL
+);
+"#;
+
+    /// How long a relay owns the rows it claimed.
+    const CLAIM_SECONDS: f64 = 30.0;
+
+    /// Writes the outbox row of `event` inside the caller's transaction.
+    pub async fn write(tx: &mut PgConnection, event: &Envelope, payload: &str) -> Result<(), sqlx::Error> {
+        let aggregate = event.aggregate().unwrap_or(AggregateType::Complaint);
+        sqlx::query(
+            "INSERT INTO outbox (event_id, aggregate_id, correlation_id, event_type, exchange, routing_key, stream, payload) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&event.event_id)
+        .bind(&event.aggregate_id)
+        .bind(&event.metadata.correlation_id)
+        .bind(&event.event_type)
+        .bind(aggregate.exchange())
+        .bind(event.routing_key())
+        .bind(aggregate.stream())
+        .bind(payload)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a new event of a service's own stream (next version + outbox row), in the
+    /// caller's transaction; the row lock on the counter serialises writers of one stream.
+    pub async fn record(tx: &mut PgConnection, stream: &str, payload: &Payload, ctx: &Context) -> Result<Envelope, sqlx::Error> {
+        let version: i64 = sqlx::query_scalar(
+            "INSERT INTO own_streams (aggregate_id, version) VALUES ($1, 1) \
+             ON CONFLICT (aggregate_id) DO UPDATE SET version = own_streams.version + 1 RETURNING version",
+        )
+        .bind(stream)
+        .fetch_one(&mut *tx)
+        .await?;
+        let event = Envelope::new(uuid::Uuid::new_v4().to_string(), stream, u64::try_from(version).unwrap_or(1), payload, ctx);
+        write(tx, &event, &event.to_json()).await?;
+        Ok(event)
+    }
+
+    fn unavailable(context: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+        move |e| StoreError::Unavailable(format!("{context}: {e}"))
+    }
+
+    pub(crate) fn row(row: &PgRow) -> OutboxRow {
+        OutboxRow {
+            id: u64::try_from(row.get::<i64, _>("id")).unwrap_or(0),
+            event_id: row.get("event_id"),
+            aggregate_id: row.get("aggregate_id"),
+            correlation_id: row.get("correlation_id"),
+            event_type: row.get("event_type"),
+            exchange: row.get("exchange"),
+            routing_key: row.get("routing_key"),
+            stream: row.get("stream"),
+            payload: row.get("payload"),
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    pub struct PgOutbox {
+        pool: PgPool,
+    }
+
+    impl PgOutbox {
+        pub fn new(pool: PgPool) -> Self {
+            Self { pool }
+        }
+    }
+
+    #[async_trait]
+    impl super::Outbox for PgOutbox {
+        /// Claims up to `limit` unpublished rows no other relay holds.
+        async fn pending(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+            let rows = sqlx::query(
+                "UPDATE outbox SET claimed_until = now() + make_interval(secs => $2) WHERE id IN ( \
+                   SELECT id FROM outbox WHERE published_at IS NULL AND (claimed_until IS NULL OR claimed_until < now()) \
+                   ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+                 RETURNING id, event_id, aggregate_id, correlation_id, event_type, exchange, routing_key, stream, payload",
+            )
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(CLAIM_SECONDS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable("claiming outbox rows"))?;
+            let mut out: Vec<OutboxRow> = rows.iter().map(row).collect();
+            out.sort_by_key(|r| r.id);
+            Ok(out)
+        }
+
+        async fn mark_published(&self, ids: &[u64]) -> Result<(), StoreError> {
+            let ids: Vec<i64> = ids.iter().map(|i| i64::try_from(*i).unwrap_or(i64::MAX)).collect();
+            sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+                .bind(&ids)
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable("marking outbox rows"))?;
+            Ok(())
+        }
+
+        async fn backlog(&self) -> Result<u64, StoreError> {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(unavailable("counting the outbox"))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        }
+    }
+}

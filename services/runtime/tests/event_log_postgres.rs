@@ -47,7 +47,8 @@ async fn two_relays_never_claim_the_same_outbox_row() {
         .await
         .expect("append");
     }
-    let (a, b) = tokio::join!(log.pending(6), log.pending(6));
+    let outbox = log.outbox();
+    let (a, b) = tokio::join!(outbox.pending(6), outbox.pending(6));
     let (a, b) = (a.expect("claim"), b.expect("claim"));
     assert_eq!(a.len() + b.len(), 10, "every row claimed once");
     assert!(
@@ -55,13 +56,13 @@ async fn two_relays_never_claim_the_same_outbox_row() {
         "no row claimed twice"
     );
     assert!(
-        log.pending(10).await.expect("claim").is_empty(),
+        outbox.pending(10).await.expect("claim").is_empty(),
         "claimed rows are not handed out again"
     );
-    log.mark_published(&a.iter().map(|r| r.id).collect::<Vec<_>>())
+    outbox.mark_published(&a.iter().map(|r| r.id).collect::<Vec<_>>())
         .await
         .expect("mark");
-    assert_eq!(log.backlog().await.expect("backlog"), b.len() as u64);
+    assert_eq!(outbox.backlog().await.expect("backlog"), b.len() as u64);
 }
 
 #[tokio::test]

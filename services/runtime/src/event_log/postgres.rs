@@ -33,25 +33,8 @@ CREATE TABLE idempotency_keys (
     stream_id   TEXT NOT NULL,
     fingerprint TEXT NOT NULL
 );
-CREATE TABLE outbox (
-    id             BIGSERIAL PRIMARY KEY,
-    event_id       TEXT NOT NULL UNIQUE,
-    aggregate_id   TEXT NOT NULL,
-    correlation_id TEXT NOT NULL,
-    event_type     TEXT NOT NULL,
-    exchange       TEXT NOT NULL,
-    routing_key    TEXT NOT NULL,
-    stream         TEXT NOT NULL,
-    payload        TEXT NOT NULL,
-    claimed_until  TIMESTAMPTZ,
-    published_at   TIMESTAMPTZ
-);
-CREATE INDEX outbox_pending ON outbox (id) WHERE published_at IS NULL;
 "#,
-)];
-
-/// How long a relay owns the rows it claimed.
-const CLAIM_SECONDS: i64 = 30;
+), (2, crate::outbox::pg::SCHEMA)];
 
 #[derive(Debug, Clone)]
 pub struct PostgresEventLog {
@@ -173,24 +156,7 @@ impl EventLog for PostgresEventLog {
                 }
                 Err(e) => return Err(fail(e).into()),
             }
-            let aggregate = event
-                .aggregate()
-                .unwrap_or(sagaflow_domain::AggregateType::Complaint);
-            sqlx::query(
-                "INSERT INTO outbox (event_id, aggregate_id, correlation_id, event_type, exchange, routing_key, stream, payload) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(&event.event_id)
-            .bind(&event.aggregate_id)
-            .bind(&event.metadata.correlation_id)
-            .bind(&event.event_type)
-            .bind(aggregate.exchange())
-            .bind(event.routing_key())
-            .bind(aggregate.stream())
-            .bind(&json)
-            .execute(&mut *tx)
-            .await
-            .map_err(&fail)?;
+            crate::outbox::pg::write(&mut tx, event, &json).await.map_err(&fail)?;
         }
         tx.commit().await.map_err(&fail)?;
         Ok(Appended {
@@ -259,7 +225,7 @@ impl EventLog for PostgresEventLog {
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable("reading the outbox"))?;
-        Ok(rows.iter().map(outbox_row).collect())
+        Ok(rows.iter().map(crate::outbox::pg::row).collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -271,55 +237,9 @@ impl EventLog for PostgresEventLog {
     }
 }
 
-fn outbox_row(row: &sqlx::postgres::PgRow) -> OutboxRow {
-    OutboxRow {
-        id: to_u64(row.get("id")),
-        event_id: row.get("event_id"),
-        aggregate_id: row.get("aggregate_id"),
-        correlation_id: row.get("correlation_id"),
-        event_type: row.get("event_type"),
-        exchange: row.get("exchange"),
-        routing_key: row.get("routing_key"),
-        stream: row.get("stream"),
-        payload: row.get("payload"),
-    }
-}
-
-#[async_trait]
-impl crate::outbox::Outbox for PostgresEventLog {
-    /// Claims up to `limit` unpublished rows no other relay holds, for `CLAIM_SECONDS`.
-    async fn pending(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
-        let rows = sqlx::query(
-            "UPDATE outbox SET claimed_until = now() + make_interval(secs => $2) WHERE id IN ( \
-               SELECT id FROM outbox WHERE published_at IS NULL AND (claimed_until IS NULL OR claimed_until < now()) \
-               ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, event_id, aggregate_id, correlation_id, event_type, exchange, routing_key, stream, payload",
-        )
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .bind(CLAIM_SECONDS as f64)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable("claiming outbox rows"))?;
-        let mut out: Vec<OutboxRow> = rows.iter().map(outbox_row).collect();
-        out.sort_by_key(|r| r.id);
-        Ok(out)
-    }
-
-    async fn mark_published(&self, ids: &[u64]) -> Result<(), StoreError> {
-        let ids: Vec<i64> = ids.iter().map(|i| to_i64(*i)).collect();
-        sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
-            .bind(&ids)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable("marking outbox rows"))?;
-        Ok(())
-    }
-
-    async fn backlog(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(unavailable("counting the outbox"))?;
-        Ok(to_u64(n))
+impl PostgresEventLog {
+    /// The outbox of this log, for the relay.
+    pub fn outbox(&self) -> crate::outbox::pg::PgOutbox {
+        crate::outbox::pg::PgOutbox::new(self.pool.clone())
     }
 }
