@@ -87,10 +87,12 @@ CREATE TABLE IF NOT EXISTS inbox_versions (
             .bind(&event.aggregate_id)
             .execute(&mut *tx)
             .await?;
-        let last: i64 = sqlx::query_scalar("SELECT version FROM inbox_versions WHERE aggregate_id = $1 FOR UPDATE")
-            .bind(&event.aggregate_id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let last: i64 = sqlx::query_scalar(
+            "SELECT version FROM inbox_versions WHERE aggregate_id = $1 FOR UPDATE",
+        )
+        .bind(&event.aggregate_id)
+        .fetch_one(&mut *tx)
+        .await?;
         let seen: Option<i32> = sqlx::query_scalar("SELECT 1 FROM inbox WHERE event_id = $1")
             .bind(&event.event_id)
             .fetch_optional(&mut *tx)
@@ -103,7 +105,10 @@ CREATE TABLE IF NOT EXISTS inbox_versions (
         if version > last + 1 {
             return Ok(Claim::TooEarly { expected: last + 1 });
         }
-        sqlx::query("INSERT INTO inbox (event_id) VALUES ($1)").bind(&event.event_id).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO inbox (event_id) VALUES ($1)")
+            .bind(&event.event_id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("UPDATE inbox_versions SET version = $2 WHERE aggregate_id = $1")
             .bind(&event.aggregate_id)
             .bind(i64::try_from(version).unwrap_or(i64::MAX))

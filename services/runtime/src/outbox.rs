@@ -209,7 +209,11 @@ CREATE TABLE IF NOT EXISTS own_streams (
     const CLAIM_SECONDS: f64 = 30.0;
 
     /// Writes the outbox row of `event` inside the caller's transaction.
-    pub async fn write(tx: &mut PgConnection, event: &Envelope, payload: &str) -> Result<(), sqlx::Error> {
+    pub async fn write(
+        tx: &mut PgConnection,
+        event: &Envelope,
+        payload: &str,
+    ) -> Result<(), sqlx::Error> {
         let aggregate = event.aggregate().unwrap_or(AggregateType::Complaint);
         sqlx::query(
             "INSERT INTO outbox (event_id, aggregate_id, correlation_id, event_type, exchange, routing_key, stream, payload) \
@@ -230,7 +234,12 @@ CREATE TABLE IF NOT EXISTS own_streams (
 
     /// Records a new event of a service's own stream (next version + outbox row), in the
     /// caller's transaction; the row lock on the counter serialises writers of one stream.
-    pub async fn record(tx: &mut PgConnection, stream: &str, payload: &Payload, ctx: &Context) -> Result<Envelope, sqlx::Error> {
+    pub async fn record(
+        tx: &mut PgConnection,
+        stream: &str,
+        payload: &Payload,
+        ctx: &Context,
+    ) -> Result<Envelope, sqlx::Error> {
         let version: i64 = sqlx::query_scalar(
             "INSERT INTO own_streams (aggregate_id, version) VALUES ($1, 1) \
              ON CONFLICT (aggregate_id) DO UPDATE SET version = own_streams.version + 1 RETURNING version",
@@ -238,7 +247,13 @@ CREATE TABLE IF NOT EXISTS own_streams (
         .bind(stream)
         .fetch_one(&mut *tx)
         .await?;
-        let event = Envelope::new(uuid::Uuid::new_v4().to_string(), stream, u64::try_from(version).unwrap_or(1), payload, ctx);
+        let event = Envelope::new(
+            uuid::Uuid::new_v4().to_string(),
+            stream,
+            u64::try_from(version).unwrap_or(1),
+            payload,
+            ctx,
+        );
         write(tx, &event, &event.to_json()).await?;
         Ok(event)
     }
@@ -293,7 +308,10 @@ CREATE TABLE IF NOT EXISTS own_streams (
         }
 
         async fn mark_published(&self, ids: &[u64]) -> Result<(), StoreError> {
-            let ids: Vec<i64> = ids.iter().map(|i| i64::try_from(*i).unwrap_or(i64::MAX)).collect();
+            let ids: Vec<i64> = ids
+                .iter()
+                .map(|i| i64::try_from(*i).unwrap_or(i64::MAX))
+                .collect();
             sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
                 .bind(&ids)
                 .execute(&self.pool)
@@ -303,10 +321,11 @@ CREATE TABLE IF NOT EXISTS own_streams (
         }
 
         async fn backlog(&self) -> Result<u64, StoreError> {
-            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
-                .fetch_one(&self.pool)
-                .await
-                .map_err(unavailable("counting the outbox"))?;
+            let n: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(unavailable("counting the outbox"))?;
             Ok(u64::try_from(n).unwrap_or(0))
         }
     }

@@ -59,7 +59,8 @@ async fn two_relays_never_claim_the_same_outbox_row() {
         outbox.pending(10).await.expect("claim").is_empty(),
         "claimed rows are not handed out again"
     );
-    outbox.mark_published(&a.iter().map(|r| r.id).collect::<Vec<_>>())
+    outbox
+        .mark_published(&a.iter().map(|r| r.id).collect::<Vec<_>>())
         .await
         .expect("mark");
     assert_eq!(outbox.backlog().await.expect("backlog"), b.len() as u64);

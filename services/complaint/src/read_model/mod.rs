@@ -1,7 +1,11 @@
 //! The read model port: complaint views, kept up to date by the projector, queried by the API.
 //!
 //! - [`sqlite`]: the embedded adapter.
+//! - [`postgres`]: the PostgreSQL adapter.
+//! - [`conformance`]: the tests every adapter must pass.
 
+pub mod conformance;
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::HashMap;

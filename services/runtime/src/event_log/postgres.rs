@@ -16,9 +16,10 @@ use super::{
 };
 use crate::postgres::Migration;
 
-pub const MIGRATIONS: &[Migration] = &[(
-    1,
-    r#"
+pub const MIGRATIONS: &[Migration] = &[
+    (
+        1,
+        r#"
 CREATE TABLE events (
     position   BIGSERIAL PRIMARY KEY,
     event_id   TEXT NOT NULL UNIQUE,
@@ -34,7 +35,9 @@ CREATE TABLE idempotency_keys (
     fingerprint TEXT NOT NULL
 );
 "#,
-), (2, crate::outbox::pg::SCHEMA)];
+    ),
+    (2, crate::outbox::pg::SCHEMA),
+];
 
 #[derive(Debug, Clone)]
 pub struct PostgresEventLog {
@@ -156,7 +159,9 @@ impl EventLog for PostgresEventLog {
                 }
                 Err(e) => return Err(fail(e).into()),
             }
-            crate::outbox::pg::write(&mut tx, event, &json).await.map_err(&fail)?;
+            crate::outbox::pg::write(&mut tx, event, &json)
+                .await
+                .map_err(&fail)?;
         }
         tx.commit().await.map_err(&fail)?;
         Ok(Appended {
