@@ -1,13 +1,10 @@
-//! The audit log port and its embedded adapter. Recording an event, its compensation marks, the
-//! AUDIT_COMPENSATION event's outbox row and the inbox record commit in one transaction.
+//! The embedded audit log: one SQLite file.
 
 use std::path::Path;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sagaflow_domain::events::{AuditCompensation, Payload};
-use sagaflow_domain::saga::{audit_stream, compensated_event_ids};
-use sagaflow_domain::{Context, Envelope};
+use sagaflow_domain::Envelope;
 use sagaflow_runtime::event_log::StoreError;
 use sagaflow_runtime::inbox::{self, Claim};
 use sagaflow_runtime::outbox::SqliteOutbox;
@@ -16,37 +13,7 @@ use serde_json::{Value, json};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-/// What recording an event did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Recorded {
-    New { compensation: Option<Box<Envelope>> },
-    Duplicate,
-    TooEarly { expected: u64 },
-}
-
-/// The filters of `GET /api/audit/search`.
-#[derive(Debug, Clone, Default)]
-pub struct Search {
-    pub event_type: Option<String>,
-    pub aggregate_id: Option<String>,
-    pub user_id: Option<String>,
-    pub correlation_id: Option<String>,
-    pub from: Option<DateTime<Utc>>,
-    pub to: Option<DateTime<Utc>>,
-    pub compensated: Option<bool>,
-    pub after: u64,
-    pub limit: u32,
-}
-
-#[async_trait]
-pub trait AuditLog: Send + Sync + 'static {
-    async fn record(&self, event: &Envelope) -> Result<Recorded, StoreError>;
-    /// An aggregate's entries by version.
-    async fn trail(&self, aggregate_id: &str) -> Result<Vec<Value>, StoreError>;
-    /// Entries matching, in recording order, after `search.after`; with the last seq.
-    async fn search(&self, search: &Search) -> Result<(Vec<Value>, Option<u64>), StoreError>;
-    async fn ping(&self) -> Result<(), StoreError>;
-}
+use super::{AuditLog, Recorded, Search};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS entries (
@@ -136,21 +103,7 @@ impl AuditLog for SqliteAudit {
             Claim::TooEarly { expected } => return Ok(Recorded::TooEarly { expected }),
             Claim::New => {}
         }
-        let payload = event.payload().ok();
-        let complaint_id = match (&payload, event.aggregate()) {
-            (_, Some(sagaflow_domain::AggregateType::Complaint)) => {
-                Some(event.aggregate_id.clone())
-            }
-            _ => event
-                .event_data
-                .get("complaintId")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-        };
-        let trigger = event
-            .event_data
-            .get("triggerEventId")
-            .and_then(Value::as_str);
+        let (complaint_id, trigger) = super::links(event);
         sqlx::query(
             "INSERT INTO entries (event_id, event_type, aggregate_id, aggregate_type, complaint_id, trigger_event_id, version, \
              correlation_id, user_id, timestamp, recorded_at, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -160,7 +113,7 @@ impl AuditLog for SqliteAudit {
         .bind(&event.aggregate_id)
         .bind(&event.aggregate_type)
         .bind(&complaint_id)
-        .bind(trigger)
+        .bind(&trigger)
         .bind(i64::try_from(event.metadata.version).unwrap_or(i64::MAX))
         .bind(&event.metadata.correlation_id)
         .bind(&event.metadata.user_id)
@@ -172,9 +125,7 @@ impl AuditLog for SqliteAudit {
         .map_err(&fail)?;
 
         let mut compensation = None;
-        if let Some(Payload::ComplaintCompensationRequired(required)) = payload {
-            let ids =
-                compensated_event_ids(&required, sagaflow_runtime::bus::topology::AUDIT_SERVICE);
+        if let Some((ids, stream, data, ctx)) = super::compensation(event) {
             // The undone steps' entries, and the notifications they caused.
             let mut q: QueryBuilder<Sqlite> =
                 QueryBuilder::new("UPDATE entries SET compensated = 1, compensated_by = ");
@@ -192,25 +143,9 @@ impl AuditLog for SqliteAudit {
             q.push(")");
             q.build().execute(&mut *tx).await.map_err(&fail)?;
 
-            let ctx = Context {
-                correlation_id: event.metadata.correlation_id.clone(),
-                causation_id: Some(event.event_id.clone()),
-                user_id: None,
-                at: Utc::now(),
-            };
-            let data = Payload::AuditCompensation(AuditCompensation {
-                complaint_id: required.complaint_id.clone(),
-                failed_event_id: required.failed_event_id.clone(),
-                compensated_event_ids: ids,
-            });
-            let out = sagaflow_runtime::outbox::record(
-                &mut tx,
-                &audit_stream(&required.complaint_id),
-                &data,
-                &ctx,
-            )
-            .await
-            .map_err(&fail)?;
+            let out = sagaflow_runtime::outbox::record(&mut tx, &stream, &data, &ctx)
+                .await
+                .map_err(&fail)?;
             compensation = Some(Box::new(out));
         }
         tx.commit().await.map_err(&fail)?;
