@@ -1,0 +1,232 @@
+//! The conformance suite of the [`NotificationStore`] port, run on every adapter through
+//! [`notification_conformance!`](crate::notification_conformance).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sagaflow_domain::complaint::Command;
+use sagaflow_domain::values::{Category, Description, Reason, Title, UserId};
+use sagaflow_domain::{ComplaintState, Context, Envelope, Priority, decide, evolve};
+
+use super::{Addressing, NotificationStore, Planned};
+
+fn p<T>(r: Result<T, sagaflow_domain::FieldError>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A complaint's events: created by alice, assigned to bob, then the assignment compensated.
+pub fn history(id: &str) -> Vec<Envelope> {
+    let at = DateTime::<Utc>::from_timestamp(1_767_225_600, 0).unwrap_or_default();
+    let commands = [
+        Command::Create {
+            complaint_id: id.into(),
+            user_id: p(UserId::parse("u", "alice")),
+            title: p(Title::parse("t", "Kettle")),
+            description: p(Description::parse("d", "d")),
+            priority: Priority::Low,
+            category: p(Category::parse("c", "c")),
+        },
+        Command::Assign {
+            assigned_to: p(UserId::parse("a", "bob")),
+        },
+        Command::Compensate {
+            reason: p(Reason::parse("r", "wrong agent")),
+            failed_event_id: None,
+        },
+    ];
+    let mut state = ComplaintState::default();
+    let mut out = Vec::new();
+    for c in commands {
+        for payload in decide(&state, &c, at).unwrap_or_else(|e| panic!("{e}")) {
+            let ctx = Context {
+                correlation_id: format!("corr-{id}"),
+                causation_id: None,
+                user_id: None,
+                at,
+            };
+            let e = Envelope::new(
+                format!("{id}-{}", state.version + 1),
+                id,
+                state.version + 1,
+                &payload,
+                &ctx,
+            );
+            state = evolve(state, &e).unwrap_or_else(|e| panic!("{e}"));
+            out.push(e);
+        }
+    }
+    out
+}
+
+fn addressing() -> Addressing {
+    Addressing {
+        email_domain: "example.com".into(),
+        admin_email: "admin@example.com".into(),
+        from: "s@example.com".into(),
+    }
+}
+
+async fn statuses(store: &Arc<dyn NotificationStore>, id: &str) -> Vec<(String, String, String)> {
+    store
+        .history(Some(id), 100)
+        .await
+        .expect("history")
+        .iter()
+        .map(|n| {
+            (
+                n["template"].as_str().unwrap_or("").to_owned(),
+                n["recipient"].as_str().unwrap_or("").to_owned(),
+                n["status"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+pub async fn an_event_plans_its_mails_once(store: Arc<dyn NotificationStore>) {
+    let h = history("c1");
+    assert_eq!(
+        store.plan(&h[1], &addressing()).await.expect("plan"),
+        Planned::TooEarly { expected: 1 }
+    );
+    assert_eq!(
+        store.plan(&h[0], &addressing()).await.expect("plan"),
+        Planned::New {
+            mails: 2,
+            events: 0
+        }
+    );
+    assert_eq!(
+        store.plan(&h[0], &addressing()).await.expect("plan"),
+        Planned::Duplicate
+    );
+    let mut got = statuses(&store, "c1").await;
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (
+                "complaint-created-admin".into(),
+                "admin@example.com".into(),
+                "PENDING".into()
+            ),
+            (
+                "complaint-created-user".into(),
+                "alice@example.com".into(),
+                "PENDING".into()
+            )
+        ]
+    );
+}
+
+pub async fn sent_and_failed_mails_are_recorded(store: Arc<dyn NotificationStore>) {
+    store
+        .plan(&history("c1")[0], &addressing())
+        .await
+        .expect("plan");
+    let due = store.due(10).await.expect("due");
+    assert_eq!(due.len(), 2);
+    store.sent(&due[0]).await.expect("sent");
+    store
+        .retry_at(
+            &due[1],
+            "451 later",
+            Utc::now() + chrono::Duration::hours(1),
+        )
+        .await
+        .expect("retry");
+    assert!(
+        store.due(10).await.expect("due").is_empty(),
+        "a retried mail waits for its time"
+    );
+    store
+        .failed(&due[1], "550 no such user")
+        .await
+        .expect("failed");
+    let history = store.history(Some("c1"), 10).await.expect("history");
+    let by_id = |id: &str| {
+        history
+            .iter()
+            .find(|n| n["notificationId"] == id)
+            .cloned()
+            .expect("entry")
+    };
+    assert_eq!(by_id(&due[0].notification_id)["status"], "SENT");
+    assert!(by_id(&due[0].notification_id)["sentAt"].is_string());
+    let failed = by_id(&due[1].notification_id);
+    assert_eq!(
+        (failed["status"].as_str(), failed["attempts"].as_i64()),
+        (Some("FAILED"), Some(2))
+    );
+}
+
+pub async fn a_compensation_cancels_what_is_pending_and_corrects_who_was_told(
+    store: Arc<dyn NotificationStore>,
+) {
+    let h = history("c1");
+    store.plan(&h[0], &addressing()).await.expect("plan");
+    store.plan(&h[1], &addressing()).await.expect("plan");
+    // The user's assignment mail went out; the assignee's did not yet.
+    for d in store.due(10).await.expect("due") {
+        if d.recipient == "alice@example.com" {
+            store.sent(&d).await.expect("sent");
+        }
+    }
+    assert_eq!(
+        store.plan(&h[2], &addressing()).await.expect("plan"),
+        Planned::New {
+            mails: 0,
+            events: 1
+        }
+    );
+    let got = statuses(&store, "c1").await;
+    assert!(
+        got.contains(&(
+            "complaint-assigned-assignee".into(),
+            "bob@example.com".into(),
+            "CANCELLED".into()
+        )),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&(
+            "compensation-correction".into(),
+            "alice@example.com".into(),
+            "PENDING".into()
+        )),
+        "{got:?}"
+    );
+    assert!(
+        !got.iter()
+            .any(|(t, to, _)| t == "compensation-correction" && to == "bob@example.com"),
+        "bob was never told"
+    );
+}
+
+pub async fn an_event_of_an_unknown_complaint_is_refused(store: Arc<dyn NotificationStore>) {
+    let mut e = history("ghost")[1].clone();
+    e.metadata.version = 1;
+    assert_eq!(
+        store.plan(&e, &addressing()).await.expect("plan"),
+        Planned::UnknownComplaint("ghost".into())
+    );
+}
+
+#[macro_export]
+macro_rules! notification_conformance {
+    ($new:expr) => {
+        $crate::notification_conformance!(@tests $new;
+            an_event_plans_its_mails_once,
+            sent_and_failed_mails_are_recorded,
+            a_compensation_cancels_what_is_pending_and_corrects_who_was_told,
+            an_event_of_an_unknown_complaint_is_refused,
+        );
+    };
+    (@tests $new:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $crate::store::conformance::$name($new.await).await;
+            }
+        )+
+    };
+}

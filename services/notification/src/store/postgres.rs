@@ -1,0 +1,395 @@
+//! The notification store on PostgreSQL, in the notification service's schema.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sagaflow_domain::events::{
+    NotificationCompensation, NotificationFailed, NotificationSent, Payload,
+};
+use sagaflow_domain::saga::{self, ComplaintFacts, notification_stream, templates};
+use sagaflow_domain::{Context, Envelope};
+use sagaflow_runtime::bus::topology::NOTIFICATION_SERVICE;
+use sagaflow_runtime::event_log::StoreError;
+use sagaflow_runtime::inbox::Claim;
+use sagaflow_runtime::outbox::pg::PgOutbox;
+use sagaflow_runtime::postgres::Migration;
+use serde_json::{Value, json};
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::{PgConnection, Row};
+
+use super::{Addressing, Due, NotificationStore, Planned};
+
+pub const MIGRATIONS: &[Migration] = &[
+    (1, TABLES),
+    (2, sagaflow_runtime::inbox::pg::SCHEMA),
+    (3, sagaflow_runtime::outbox::pg::SCHEMA),
+];
+
+const TABLES: &str = r#"
+CREATE TABLE notifications (
+    seq               BIGSERIAL PRIMARY KEY,
+    notification_id   TEXT NOT NULL UNIQUE,
+    complaint_id      TEXT NOT NULL,
+    trigger_event_id  TEXT NOT NULL,
+    recipient         TEXT NOT NULL,
+    channel           TEXT NOT NULL,
+    template          TEXT NOT NULL,
+    subject           TEXT NOT NULL,
+    body              TEXT NOT NULL,
+    correlation_id    TEXT NOT NULL,
+    status            TEXT NOT NULL,
+    attempts          BIGINT NOT NULL DEFAULT 0,
+    last_error        TEXT,
+    next_attempt_at   BIGINT NOT NULL,
+    sent_at           BIGINT
+);
+CREATE INDEX notifications_due ON notifications (status, next_attempt_at);
+CREATE INDEX notifications_complaint ON notifications (complaint_id, seq);
+CREATE INDEX notifications_trigger ON notifications (trigger_event_id);
+CREATE TABLE complaints (
+    complaint_id TEXT PRIMARY KEY,
+    user_id      TEXT NOT NULL,
+    title        TEXT NOT NULL
+);
+"#;
+
+#[derive(Debug, Clone)]
+pub struct PgNotifications {
+    pool: PgPool,
+}
+
+fn unavailable(context: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |e| StoreError::Unavailable(format!("{context}: {e}"))
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// Records a notification event in its complaint's notification stream.
+async fn emit(
+    tx: &mut PgConnection,
+    complaint_id: &str,
+    payload: &Payload,
+    correlation_id: &str,
+    cause: &str,
+) -> Result<Envelope, sqlx::Error> {
+    let ctx = Context {
+        correlation_id: correlation_id.to_owned(),
+        causation_id: Some(cause.to_owned()),
+        user_id: None,
+        at: Utc::now(),
+    };
+    sagaflow_runtime::outbox::pg::record(tx, &notification_stream(complaint_id), payload, &ctx)
+        .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn queue_mail(
+    tx: &mut PgConnection,
+    complaint_id: &str,
+    trigger: &Envelope,
+    recipient: &str,
+    template: &str,
+    subject: &str,
+    body: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO notifications (notification_id, complaint_id, trigger_event_id, recipient, channel, template, subject, body, \
+         correlation_id, status, next_attempt_at) VALUES ($1, $2, $3, $4, 'email', $5, $6, $7, $8, 'PENDING', $9)",
+    )
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(complaint_id)
+    .bind(&trigger.event_id)
+    .bind(recipient)
+    .bind(template)
+    .bind(subject)
+    .bind(body)
+    .bind(&trigger.metadata.correlation_id)
+    .bind(now_ms())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+fn due_of(row: &PgRow) -> Due {
+    Due {
+        notification_id: row.get("notification_id"),
+        complaint_id: row.get("complaint_id"),
+        trigger_event_id: row.get("trigger_event_id"),
+        recipient: row.get("recipient"),
+        template: row.get("template"),
+        subject: row.get("subject"),
+        body: row.get("body"),
+        correlation_id: row.get("correlation_id"),
+        attempts: u32::try_from(row.get::<i64, _>("attempts")).unwrap_or(u32::MAX),
+    }
+}
+
+impl PgNotifications {
+    /// Connects, creating the schema and its tables when needed.
+    pub async fn open(url: &str, schema: &str) -> Result<Self, StoreError> {
+        let pool = sagaflow_runtime::postgres::open(url, schema, MIGRATIONS, 8)
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "connecting to PostgreSQL: {}",
+                    sagaflow_runtime::config::redact(&e.to_string())
+                ))
+            })?;
+        Ok(Self { pool })
+    }
+
+    pub fn outbox(&self) -> PgOutbox {
+        PgOutbox::new(self.pool.clone())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn settle(
+        &self,
+        mail: &Due,
+        status: &str,
+        error: Option<&str>,
+        payload: &Payload,
+    ) -> Result<(), StoreError> {
+        let fail = unavailable("recording a mail");
+        let mut tx = self.pool.begin().await.map_err(&fail)?;
+        sqlx::query("UPDATE notifications SET status = $1, attempts = attempts + 1, last_error = $2, sent_at = $3 WHERE notification_id = $4")
+            .bind(status)
+            .bind(error)
+            .bind((status == "SENT").then(now_ms))
+            .bind(&mail.notification_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(&fail)?;
+        emit(
+            &mut tx,
+            &mail.complaint_id,
+            payload,
+            &mail.correlation_id,
+            &mail.trigger_event_id,
+        )
+        .await
+        .map_err(&fail)?;
+        tx.commit().await.map_err(&fail)
+    }
+}
+
+#[async_trait]
+impl NotificationStore for PgNotifications {
+    async fn plan(&self, event: &Envelope, addressing: &Addressing) -> Result<Planned, StoreError> {
+        let fail = unavailable("planning mails");
+        let payload = event
+            .payload()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut tx = self.pool.begin().await.map_err(&fail)?;
+        match sagaflow_runtime::inbox::pg::claim(&mut tx, event)
+            .await
+            .map_err(&fail)?
+        {
+            Claim::Duplicate => return Ok(Planned::Duplicate),
+            Claim::TooEarly { expected } => return Ok(Planned::TooEarly { expected }),
+            Claim::New => {}
+        }
+        let complaint_id = event.aggregate_id.clone();
+        if let Payload::ComplaintCreated(c) = &payload {
+            sqlx::query(
+                "INSERT INTO complaints (complaint_id, user_id, title) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(&c.complaint_id)
+            .bind(&c.user_id)
+            .bind(&c.title)
+            .execute(&mut *tx)
+            .await
+            .map_err(&fail)?;
+        }
+        let facts = sqlx::query("SELECT user_id, title FROM complaints WHERE complaint_id = $1")
+            .bind(&complaint_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(&fail)?
+            .map(|r| ComplaintFacts {
+                user_id: r.get(0),
+                title: r.get(1),
+            });
+        let Some(facts) = facts else {
+            return Ok(Planned::UnknownComplaint(complaint_id));
+        };
+        let planned = saga::mails_for(&payload, &facts);
+        for m in &planned {
+            queue_mail(
+                &mut tx,
+                &complaint_id,
+                event,
+                &addressing.resolve(&m.to),
+                m.template,
+                &m.subject,
+                &m.body,
+            )
+            .await
+            .map_err(&fail)?;
+        }
+        let mut events = 0;
+        if let Payload::ComplaintCompensationRequired(required) = &payload {
+            let ids = saga::compensated_event_ids(required, NOTIFICATION_SERVICE);
+            let mut cancelled = Vec::new();
+            let mut told = Vec::new();
+            for id in &ids {
+                let rows = sqlx::query("SELECT notification_id, recipient, status FROM notifications WHERE trigger_event_id = $1")
+                    .bind(id)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(&fail)?;
+                for row in rows {
+                    let status: String = row.get(2);
+                    if status == "PENDING" {
+                        cancelled.push(row.get::<String, _>(0));
+                    } else if status == "SENT" && !told.contains(&row.get::<String, _>(1)) {
+                        told.push(row.get::<String, _>(1));
+                    }
+                }
+            }
+            for n in &cancelled {
+                sqlx::query(
+                    "UPDATE notifications SET status = 'CANCELLED' WHERE notification_id = $1",
+                )
+                .bind(n)
+                .execute(&mut *tx)
+                .await
+                .map_err(&fail)?;
+            }
+            let (subject, body) = saga::correction(&facts, required);
+            for to in &told {
+                queue_mail(
+                    &mut tx,
+                    &complaint_id,
+                    event,
+                    to,
+                    templates::CORRECTION,
+                    &subject,
+                    &body,
+                )
+                .await
+                .map_err(&fail)?;
+            }
+            let data = Payload::NotificationCompensation(NotificationCompensation {
+                complaint_id: complaint_id.clone(),
+                failed_event_id: required.failed_event_id.clone(),
+                cancelled_notification_ids: cancelled,
+                correction_sent_to: Some(told),
+            });
+            emit(
+                &mut tx,
+                &complaint_id,
+                &data,
+                &event.metadata.correlation_id,
+                &event.event_id,
+            )
+            .await
+            .map_err(&fail)?;
+            events += 1;
+        }
+        tx.commit().await.map_err(&fail)?;
+        Ok(Planned::New {
+            mails: planned.len(),
+            events,
+        })
+    }
+
+    async fn due(&self, limit: usize) -> Result<Vec<Due>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM notifications WHERE status = 'PENDING' AND next_attempt_at <= $1 ORDER BY seq LIMIT $2")
+            .bind(now_ms())
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable("reading due mails"))?;
+        Ok(rows.iter().map(due_of).collect())
+    }
+
+    async fn sent(&self, mail: &Due) -> Result<(), StoreError> {
+        let payload = Payload::NotificationSent(NotificationSent {
+            notification_id: mail.notification_id.clone(),
+            complaint_id: mail.complaint_id.clone(),
+            trigger_event_id: mail.trigger_event_id.clone(),
+            recipient: mail.recipient.clone(),
+            channel: "email".into(),
+            template: mail.template.clone(),
+            sent_at: Utc::now(),
+        });
+        self.settle(mail, "SENT", None, &payload).await
+    }
+
+    async fn failed(&self, mail: &Due, error: &str) -> Result<(), StoreError> {
+        let payload = Payload::NotificationFailed(NotificationFailed {
+            notification_id: mail.notification_id.clone(),
+            complaint_id: mail.complaint_id.clone(),
+            trigger_event_id: mail.trigger_event_id.clone(),
+            recipient: mail.recipient.clone(),
+            error: error.to_owned(),
+            attempts: mail.attempts + 1,
+            template: Some(mail.template.clone()),
+        });
+        self.settle(mail, "FAILED", Some(error), &payload).await
+    }
+
+    async fn retry_at(&self, mail: &Due, error: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE notifications SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2 WHERE notification_id = $3 AND status = 'PENDING'")
+            .bind(error)
+            .bind(at.timestamp_millis())
+            .bind(&mail.notification_id)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable("scheduling a mail retry"))?;
+        Ok(())
+    }
+
+    async fn history(
+        &self,
+        complaint_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Value>, StoreError> {
+        let rows = match complaint_id {
+            Some(id) => sqlx::query(
+                "SELECT * FROM notifications WHERE complaint_id = $1 ORDER BY seq LIMIT $2",
+            )
+            .bind(id.to_owned()),
+            None => sqlx::query(
+                "SELECT * FROM notifications WHERE $1::TEXT IS NULL ORDER BY seq DESC LIMIT $2",
+            )
+            .bind(None::<String>),
+        }
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable("reading the history"))?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let sent_at: Option<i64> = row.get("sent_at");
+                json!({
+                    "notificationId": row.get::<String, _>("notification_id"),
+                    "complaintId": row.get::<String, _>("complaint_id"),
+                    "triggerEventId": row.get::<String, _>("trigger_event_id"),
+                    "recipient": row.get::<String, _>("recipient"),
+                    "channel": row.get::<String, _>("channel"),
+                    "template": row.get::<String, _>("template"),
+                    "subject": row.get::<String, _>("subject"),
+                    "status": row.get::<String, _>("status"),
+                    "attempts": row.get::<i64, _>("attempts"),
+                    "lastError": row.get::<Option<String>, _>("last_error"),
+                    "sentAt": sent_at.and_then(DateTime::from_timestamp_millis).map(|t| sagaflow_domain::time::format(&t)),
+                })
+            })
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable("pinging the notification store"))?;
+        Ok(())
+    }
+}
