@@ -54,24 +54,56 @@ impl Handler for Recorder {
     }
 }
 
+enum Stores {
+    Sqlite(SqliteAudit),
+    Postgres(store::postgres::PgAudit),
+}
+
 pub struct AuditService {
     pub log: Arc<dyn AuditLog>,
     pub metrics: Metrics,
-    sqlite: SqliteAudit,
+    stores: Stores,
     pipeline: Pipeline,
     tasks: Tasks,
 }
 
 impl AuditService {
-    pub async fn open(dir: &std::path::Path, pipeline: Pipeline) -> Result<Self, StoreError> {
+    /// Opens the audit log: on PostgreSQL (schema `audit`) when `database_url` is given, else
+    /// under `dir`; then starts the relay and the consumers.
+    pub async fn open(
+        dir: &std::path::Path,
+        database_url: Option<&str>,
+        pipeline: Pipeline,
+    ) -> Result<Self, StoreError> {
         let metrics = Metrics::new(SERVICE)
             .map_err(|e| StoreError::Unavailable(format!("registering metrics: {e}")))?;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Unavailable(format!("creating {}: {e}", dir.display())))?;
-        let sqlite = SqliteAudit::open(&dir.join("audit.db")).await?;
-        let log: Arc<dyn AuditLog> = Arc::new(sqlite.clone());
+        let (log, outbox, stores): (
+            Arc<dyn AuditLog>,
+            Arc<dyn sagaflow_runtime::outbox::Outbox>,
+            Stores,
+        ) = match database_url {
+            Some(url) => {
+                let pg = store::postgres::PgAudit::open(url, "audit").await?;
+                (
+                    Arc::new(pg.clone()),
+                    Arc::new(pg.outbox()),
+                    Stores::Postgres(pg),
+                )
+            }
+            None => {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Unavailable(format!("creating {}: {e}", dir.display()))
+                })?;
+                let sqlite = SqliteAudit::open(&dir.join("audit.db")).await?;
+                (
+                    Arc::new(sqlite.clone()),
+                    Arc::new(sqlite.outbox()),
+                    Stores::Sqlite(sqlite),
+                )
+            }
+        };
         let mut tasks = Tasks::default();
-        let relay = pipeline.start_relay(&mut tasks, Arc::new(sqlite.outbox()), &metrics);
+        let relay = pipeline.start_relay(&mut tasks, outbox, &metrics);
         let handler = Arc::new(Recorder {
             log: log.clone(),
             relay,
@@ -82,7 +114,7 @@ impl AuditService {
         Ok(Self {
             log,
             metrics,
-            sqlite,
+            stores,
             pipeline,
             tasks,
         })
@@ -113,6 +145,9 @@ impl AuditService {
 
     pub async fn close(mut self) {
         self.tasks.stop().await;
-        self.sqlite.close().await;
+        match &self.stores {
+            Stores::Sqlite(s) => s.close().await,
+            Stores::Postgres(p) => p.close().await,
+        }
     }
 }

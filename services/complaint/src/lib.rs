@@ -27,6 +27,7 @@ use sagaflow_runtime::event_log::{EventLog, StoreError};
 use sagaflow_runtime::http::health::{HealthState, ReadinessCheck};
 use sagaflow_runtime::metrics::Metrics;
 
+use sagaflow_runtime::outbox::Outbox;
 use sagaflow_runtime::pipeline::Pipeline;
 use sagaflow_runtime::tasks::Tasks;
 
@@ -44,7 +45,36 @@ pub enum Storage {
     DataDir(PathBuf),
     /// `DATABASE_URL` (`sqlite://…`): events, outbox and views in that one database.
     SqliteUrl(String),
+    /// `DATABASE_URL` (`postgres://…`): the schema `complaint` of that database.
+    Postgres(String),
 }
+
+/// The stores the service opened, to close them.
+enum Stores {
+    Sqlite(SqliteEventLog, SqliteViews),
+    Postgres(
+        sagaflow_runtime::event_log::postgres::PostgresEventLog,
+        sqlx::PgPool,
+    ),
+}
+
+impl Stores {
+    async fn close(&self) {
+        match self {
+            Stores::Sqlite(log, views) => {
+                log.close().await;
+                views.close().await;
+            }
+            Stores::Postgres(log, views) => {
+                log.close().await;
+                views.close().await;
+            }
+        }
+    }
+}
+
+/// The PostgreSQL schema of the complaint service.
+pub const SCHEMA: &str = "complaint";
 
 /// The running service's parts.
 pub const EXCHANGE: &str = "complaints.events";
@@ -69,8 +99,7 @@ impl Default for SagaSettings {
 pub struct ComplaintService {
     pub app: Arc<ComplaintApp>,
     pub metrics: Metrics,
-    log: SqliteEventLog,
-    views: SqliteViews,
+    stores: Stores,
     pipeline: Pipeline,
     tasks: Tasks,
 }
@@ -106,15 +135,25 @@ impl ComplaintService {
     ) -> Result<Self, StoreError> {
         let metrics = Metrics::new(SERVICE)
             .map_err(|e| StoreError::Unavailable(format!("registering metrics: {e}")))?;
-        let (log, views) = match storage {
+        type Opened = (
+            Arc<dyn EventLog>,
+            Arc<dyn ComplaintViews>,
+            Arc<dyn Outbox>,
+            Stores,
+        );
+        let (log, views, outbox, stores): Opened = match storage {
             Storage::DataDir(dir) => {
                 let dir = dir.join("complaint");
                 std::fs::create_dir_all(&dir).map_err(|e| {
                     StoreError::Unavailable(format!("creating {}: {e}", dir.display()))
                 })?;
+                let log = SqliteEventLog::open(&dir.join("events.db")).await?;
+                let views = SqliteViews::open(&dir.join("views.db")).await?;
                 (
-                    SqliteEventLog::open(&dir.join("events.db")).await?,
-                    SqliteViews::open(&dir.join("views.db")).await?,
+                    Arc::new(log.clone()),
+                    Arc::new(views.clone()),
+                    Arc::new(log.outbox()),
+                    Stores::Sqlite(log, views),
                 )
             }
             Storage::SqliteUrl(url) => {
@@ -124,14 +163,41 @@ impl ComplaintService {
                     .split('?')
                     .next()
                     .unwrap_or_default();
-                (log, SqliteViews::open(std::path::Path::new(path)).await?)
+                let views = SqliteViews::open(std::path::Path::new(path)).await?;
+                (
+                    Arc::new(log.clone()),
+                    Arc::new(views.clone()),
+                    Arc::new(log.outbox()),
+                    Stores::Sqlite(log, views),
+                )
+            }
+            Storage::Postgres(url) => {
+                let log =
+                    sagaflow_runtime::event_log::postgres::PostgresEventLog::open(url, SCHEMA)
+                        .await?;
+                let pool = sagaflow_runtime::postgres::open(
+                    url,
+                    SCHEMA,
+                    read_model::postgres::MIGRATIONS,
+                    8,
+                )
+                .await
+                .map_err(|e| {
+                    StoreError::Unavailable(format!(
+                        "connecting to PostgreSQL: {}",
+                        sagaflow_runtime::config::redact(&e.to_string())
+                    ))
+                })?;
+                let views = read_model::postgres::PgViews::new(pool.clone());
+                (
+                    Arc::new(log.clone()),
+                    Arc::new(views),
+                    Arc::new(log.outbox()),
+                    Stores::Postgres(log, pool),
+                )
             }
         };
-        let app = Arc::new(ComplaintApp::new(
-            Arc::new(log.clone()),
-            Arc::new(views.clone()),
-            metrics.clone(),
-        ));
+        let app = Arc::new(ComplaintApp::new(log, views, metrics.clone()));
         let caught = app.projector().catch_up().await?;
         tracing::info!(events = caught, "read model up to date");
         let mut tasks = Tasks::default();
@@ -145,7 +211,7 @@ impl ComplaintService {
                 }
             }
         });
-        app.set_relay(pipeline.start_relay(&mut tasks, Arc::new(log.outbox()), &metrics));
+        app.set_relay(pipeline.start_relay(&mut tasks, outbox, &metrics));
         pipeline.start_consumers(
             &mut tasks,
             SERVICE,
@@ -168,8 +234,7 @@ impl ComplaintService {
         Ok(Self {
             app,
             metrics,
-            log,
-            views,
+            stores,
             pipeline,
             tasks,
         })
@@ -199,7 +264,6 @@ impl ComplaintService {
     /// Stops the background work and closes the stores.
     pub async fn close(mut self) {
         self.tasks.stop().await;
-        self.log.close().await;
-        self.views.close().await;
+        self.stores.close().await;
     }
 }

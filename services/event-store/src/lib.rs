@@ -58,7 +58,7 @@ impl Handler for Archiver {
 pub struct EventStoreService {
     pub archive: Arc<dyn Archive>,
     pub metrics: Metrics,
-    sqlite: SqliteArchive,
+    sqlite: Option<SqliteArchive>,
     bus: Arc<dyn MessageBus>,
     streams: Arc<dyn StreamLog>,
     tasks: Tasks,
@@ -66,8 +66,11 @@ pub struct EventStoreService {
 
 impl EventStoreService {
     /// Opens the archive under `dir` and starts reading both streams.
+    /// Opens the archive: on MongoDB when `mongodb_url` is given (its database, else
+    /// `event_store`), else under `dir`; then starts reading both streams.
     pub async fn open(
         dir: &std::path::Path,
+        mongodb_url: Option<&str>,
         bus: Arc<dyn MessageBus>,
         streams: Arc<dyn StreamLog>,
         consumer_name: &str,
@@ -75,10 +78,22 @@ impl EventStoreService {
     ) -> Result<Self, StoreError> {
         let metrics = Metrics::new(SERVICE)
             .map_err(|e| StoreError::Unavailable(format!("registering metrics: {e}")))?;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Unavailable(format!("creating {}: {e}", dir.display())))?;
-        let sqlite = SqliteArchive::open(&dir.join("archive.db")).await?;
-        let archive: Arc<dyn Archive> = Arc::new(sqlite.clone());
+        let (archive, sqlite): (Arc<dyn Archive>, Option<SqliteArchive>) = match mongodb_url {
+            Some(url) => (
+                Arc::new(
+                    archive::mongo::MongoArchive::open(url, &archive::mongo::database_of(url))
+                        .await?,
+                ),
+                None,
+            ),
+            None => {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Unavailable(format!("creating {}: {e}", dir.display()))
+                })?;
+                let sqlite = SqliteArchive::open(&dir.join("archive.db")).await?;
+                (Arc::new(sqlite.clone()), Some(sqlite))
+            }
+        };
         metrics
             .store_events
             .set(i64::try_from(archive.count().await?).unwrap_or(i64::MAX));
@@ -142,6 +157,8 @@ impl EventStoreService {
 
     pub async fn close(mut self) {
         self.tasks.stop().await;
-        self.sqlite.close().await;
+        if let Some(s) = &self.sqlite {
+            s.close().await;
+        }
     }
 }

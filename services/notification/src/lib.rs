@@ -73,29 +73,58 @@ impl Handler for Planner {
     }
 }
 
+enum Stores {
+    Sqlite(SqliteNotifications),
+    Postgres(store::postgres::PgNotifications),
+}
+
 pub struct NotificationService {
     pub store: Arc<dyn NotificationStore>,
     pub metrics: Metrics,
-    sqlite: SqliteNotifications,
+    stores: Stores,
     pipeline: Pipeline,
     tasks: Tasks,
 }
 
 impl NotificationService {
+    /// Opens the store: on PostgreSQL (schema `notification`) when `database_url` is given,
+    /// else under `dir`; then starts the relay, the sender and the consumer.
     pub async fn open(
         dir: &std::path::Path,
+        database_url: Option<&str>,
         pipeline: Pipeline,
         mailer: Arc<dyn Mailer>,
         addressing: Addressing,
     ) -> Result<Self, StoreError> {
         let metrics = Metrics::new(SERVICE)
             .map_err(|e| StoreError::Unavailable(format!("registering metrics: {e}")))?;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Unavailable(format!("creating {}: {e}", dir.display())))?;
-        let sqlite = SqliteNotifications::open(&dir.join("notification.db")).await?;
-        let store: Arc<dyn NotificationStore> = Arc::new(sqlite.clone());
+        let (store, outbox, stores): (
+            Arc<dyn NotificationStore>,
+            Arc<dyn sagaflow_runtime::outbox::Outbox>,
+            Stores,
+        ) = match database_url {
+            Some(url) => {
+                let pg = store::postgres::PgNotifications::open(url, "notification").await?;
+                (
+                    Arc::new(pg.clone()),
+                    Arc::new(pg.outbox()),
+                    Stores::Postgres(pg),
+                )
+            }
+            None => {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Unavailable(format!("creating {}: {e}", dir.display()))
+                })?;
+                let sqlite = SqliteNotifications::open(&dir.join("notification.db")).await?;
+                (
+                    Arc::new(sqlite.clone()),
+                    Arc::new(sqlite.outbox()),
+                    Stores::Sqlite(sqlite),
+                )
+            }
+        };
         let mut tasks = Tasks::default();
-        let relay = pipeline.start_relay(&mut tasks, Arc::new(sqlite.outbox()), &metrics);
+        let relay = pipeline.start_relay(&mut tasks, outbox, &metrics);
         let sender = Arc::new(sender::Sender {
             store: store.clone(),
             mailer,
@@ -118,7 +147,7 @@ impl NotificationService {
         Ok(Self {
             store,
             metrics,
-            sqlite,
+            stores,
             pipeline,
             tasks,
         })
@@ -151,7 +180,10 @@ impl NotificationService {
 
     pub async fn close(mut self) {
         self.tasks.stop().await;
-        self.sqlite.close().await;
+        match &self.stores {
+            Stores::Sqlite(s) => s.close().await,
+            Stores::Postgres(p) => p.close().await,
+        }
     }
 }
 

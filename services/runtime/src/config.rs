@@ -138,6 +138,8 @@ pub fn duration(var: &'static str, value: &str) -> Result<std::time::Duration, C
 pub enum DatabaseUrl {
     /// `sqlite://path` (the embedded store).
     Sqlite(String),
+    /// `postgres://user:password@host:port/database`.
+    Postgres(String),
 }
 
 /// Parses `DATABASE_URL`.
@@ -145,18 +147,48 @@ pub fn database_url(value: &str) -> Result<DatabaseUrl, ConfigError> {
     let value = value.trim();
     match value.split_once("://").map(|(scheme, _)| scheme) {
         Some("sqlite") => Ok(DatabaseUrl::Sqlite(value.to_owned())),
-        Some("postgres" | "postgresql") => Err(bad(
+        Some("postgres" | "postgresql") if host_of(value).is_some() => {
+            Ok(DatabaseUrl::Postgres(value.to_owned()))
+        }
+        _ => Err(bad(
             "DATABASE_URL",
             format!(
-                "{} : the PostgreSQL adapter is not in this build yet; use sqlite://PATH",
+                "expected postgres://USER@HOST:PORT/DATABASE or sqlite://PATH, got {:?}",
                 redact(value)
             ),
         )),
-        _ => Err(bad(
-            "DATABASE_URL",
-            format!("expected sqlite://PATH, got {:?}", redact(value)),
-        )),
     }
+}
+
+/// The host of `scheme://[user[:password]@]host[:port][/…]`, if there is one.
+fn host_of(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority.rsplit('@').next()?;
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    (!host.is_empty()).then_some(host)
+}
+
+/// Checks a backend URL: one of `schemes`, with a host. The error names `var` and never
+/// shows the password.
+pub fn backend_url(
+    var: &'static str,
+    value: &str,
+    schemes: &[&str],
+) -> Result<String, ConfigError> {
+    let value = value.trim();
+    let scheme = value.split_once("://").map(|(s, _)| s);
+    if scheme.is_some_and(|s| schemes.contains(&s)) && host_of(value).is_some() {
+        return Ok(value.to_owned());
+    }
+    Err(bad(
+        var,
+        format!(
+            "expected {}://HOST…, got {:?}",
+            schemes.join("|"),
+            redact(value)
+        ),
+    ))
 }
 
 /// A URL with its password (if any) replaced by `***`, fit for logs and errors.
@@ -240,9 +272,17 @@ mod tests {
             database_url("sqlite:///tmp/x.db").unwrap(),
             DatabaseUrl::Sqlite("sqlite:///tmp/x.db".into())
         );
-        let err = database_url("postgres://u:hunter2@db/app").unwrap_err();
+        assert_eq!(
+            database_url("postgres://u:hunter2@db/app").unwrap(),
+            DatabaseUrl::Postgres("postgres://u:hunter2@db/app".into())
+        );
+        let err = database_url("postgres://u:hunter2@/app").unwrap_err();
         assert_eq!(err.var, "DATABASE_URL");
         assert!(!err.to_string().contains("hunter2"), "{err}");
+        let err = backend_url("RABBITMQ_URL", "http://guest:hunter2@h", &["amqp"]).unwrap_err();
+        assert_eq!(err.var, "RABBITMQ_URL");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(backend_url("REDIS_URL", "redis://127.0.0.1:6379/0", &["redis"]).is_ok());
         assert!(database_url("not a url").is_err());
     }
 

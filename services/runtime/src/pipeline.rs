@@ -34,6 +34,32 @@ pub fn embedded_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 impl Pipeline {
+    /// RabbitMQ and Redis, with the default topology declared; stream keys start with
+    /// `stream_prefix` (several deployments can share one Redis).
+    pub async fn real(
+        rabbitmq_url: &str,
+        redis_url: &str,
+        stream_prefix: &str,
+        retry: RetryPolicy,
+    ) -> Result<Self, String> {
+        let bus = crate::bus::rabbitmq::RabbitBus::open(rabbitmq_url)
+            .await
+            .map_err(|e| format!("RabbitMQ: {e}"))?;
+        bus.declare(&crate::bus::topology::default_queues())
+            .await
+            .map_err(|e| format!("RabbitMQ: {e}"))?;
+        let streams = crate::streams::redis::RedisStreams::open(redis_url, stream_prefix)
+            .await
+            .map_err(|e| format!("Redis: {e}"))?;
+        Ok(Self {
+            bus: Arc::new(bus),
+            streams: Arc::new(streams),
+            retry,
+            stream_max_len: Some(1_000_000),
+            relay_tick: Duration::from_millis(200),
+        })
+    }
+
     /// The embedded bus and stream log under `data_dir/pipeline`, with the default topology
     /// declared.
     pub async fn embedded(

@@ -15,6 +15,7 @@ use sagaflow_notification::NotificationService;
 use sagaflow_notification::mailer::Mailer;
 use sagaflow_notification::mailer::mailbox::Mailbox;
 use sagaflow_notification::store::Addressing;
+use sagaflow_runtime::config::DatabaseUrl;
 use sagaflow_runtime::consumer::RetryPolicy;
 use sagaflow_runtime::pipeline::Pipeline;
 use tokio::task::JoinHandle;
@@ -45,8 +46,18 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub host: IpAddr,
     pub ports: Ports,
-    /// `DATABASE_URL` (`sqlite://…`) for the complaint service instead of its embedded files.
-    pub database_url: Option<String>,
+    /// `DATABASE_URL`: `sqlite://…` for the complaint service instead of its embedded files, or
+    /// `postgres://…` for the complaint, notification and audit services (a schema each).
+    pub database: Option<DatabaseUrl>,
+    /// `RABBITMQ_URL` and `REDIS_URL`: the real pipeline instead of the embedded one.
+    pub rabbitmq_url: Option<String>,
+    pub redis_url: Option<String>,
+    /// `MONGODB_URL`: the event store's archive.
+    pub mongodb_url: Option<String>,
+    /// `SMTP_URL`: the mail relay instead of the mailbox.
+    pub smtp_url: Option<String>,
+    /// `STREAM_PREFIX`: put before every stream key (deployments sharing one Redis).
+    pub stream_prefix: String,
     pub correlation_header: HeaderName,
     pub retry: RetryPolicy,
     pub saga: SagaSettings,
@@ -66,7 +77,12 @@ impl Config {
             data_dir,
             host: IpAddr::from([127, 0, 0, 1]),
             ports: Ports::default(),
-            database_url: None,
+            database: None,
+            rabbitmq_url: None,
+            redis_url: None,
+            mongodb_url: None,
+            smtp_url: None,
+            stream_prefix: String::new(),
             correlation_header: HeaderName::from_static("x-correlation-id"),
             retry: RetryPolicy::default(),
             saga: SagaSettings::default(),
@@ -120,7 +136,7 @@ pub struct AllInOne {
         sagaflow_runtime::bus::sqlite::SqliteBus,
         sagaflow_runtime::streams::sqlite::SqliteStreams,
     )>,
-    _lock: std::fs::File,
+    _lock: Option<std::fs::File>,
 }
 
 /// Locks the data directory for this process.
@@ -170,14 +186,39 @@ async fn bind(
 
 impl AllInOne {
     pub async fn start(config: Config) -> anyhow::Result<Self> {
-        let lock = lock(&config.data_dir)?;
         let dir = &config.data_dir;
-        let (mut pipeline, bus, streams) = Pipeline::embedded(dir, config.retry)
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?;
+        let postgres = match &config.database {
+            Some(DatabaseUrl::Postgres(url)) => Some(url.as_str()),
+            _ => None,
+        };
+        let real_pipeline = config
+            .rabbitmq_url
+            .as_deref()
+            .zip(config.redis_url.as_deref());
+        // Anything embedded keeps its state under the data directory, which one process owns.
+        let embedded = real_pipeline.is_none()
+            || postgres.is_none()
+            || config.mongodb_url.is_none()
+            || config.smtp_url.is_none();
+        let lock = if embedded { Some(lock(dir)?) } else { None };
+        let (mut pipeline, closers) = match real_pipeline {
+            Some((rabbitmq, redis)) => (
+                Pipeline::real(rabbitmq, redis, &config.stream_prefix, config.retry)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e))?,
+                None,
+            ),
+            None => {
+                let (p, bus, streams) = Pipeline::embedded(dir, config.retry)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                (p, Some((bus, streams)))
+            }
+        };
         pipeline.stream_max_len = Some(config.stream_max_len);
-        let storage = match &config.database_url {
-            Some(url) => Storage::SqliteUrl(url.clone()),
+        let storage = match &config.database {
+            Some(DatabaseUrl::Sqlite(url)) => Storage::SqliteUrl(url.clone()),
+            Some(DatabaseUrl::Postgres(url)) => Storage::Postgres(url.clone()),
             None => Storage::DataDir(dir.clone()),
         };
         let want = |service: &str| config.only.is_none_or(|o| o == service);
@@ -205,15 +246,17 @@ impl AllInOne {
             services.push(Running::Complaint(s));
         }
         if want(sagaflow_notification::SERVICE) {
-            let mailer: Arc<dyn Mailer> = match &config.mailer {
-                Some(m) => m.clone(),
-                None => Arc::new(
+            let mailer: Arc<dyn Mailer> = match (&config.mailer, &config.smtp_url) {
+                (Some(m), _) => m.clone(),
+                (None, Some(url)) => Arc::new(sagaflow_notification::mailer::smtp::Smtp::new(url)?),
+                (None, None) => Arc::new(
                     Mailbox::open(&config.mailbox_dir())
                         .with_context(|| format!("creating {}", config.mailbox_dir().display()))?,
                 ),
             };
             let s = NotificationService::open(
                 &dir.join("notification"),
+                postgres,
                 pipeline.clone(),
                 mailer,
                 config.addressing.clone(),
@@ -235,7 +278,7 @@ impl AllInOne {
             services.push(Running::Notification(s));
         }
         if want(sagaflow_audit::SERVICE) {
-            let s = AuditService::open(&dir.join("audit"), pipeline.clone())
+            let s = AuditService::open(&dir.join("audit"), postgres, pipeline.clone())
                 .await
                 .context("starting the audit service")?;
             let (listener, addr) =
@@ -251,6 +294,7 @@ impl AllInOne {
         if want(sagaflow_event_store::SERVICE) {
             let s = EventStoreService::open(
                 &dir.join("event-store"),
+                config.mongodb_url.as_deref(),
                 pipeline.bus.clone(),
                 pipeline.streams.clone(),
                 "event-store-1",
@@ -281,7 +325,7 @@ impl AllInOne {
             stop,
             servers,
             services,
-            closers: Some((bus, streams)),
+            closers,
             _lock: lock,
         })
     }
@@ -338,8 +382,41 @@ pub fn apply_env(
         }
         config.addressing.admin_email = admin;
     }
-    if var(env, "SMTP_URL").is_some() {
-        return Err(bad("SMTP_URL", "the SMTP adapter is not in this build yet; unset it to use the mailbox under the data directory".into()));
+    let url = |name: &'static str, schemes: &[&str]| {
+        var(env, name)
+            .map(|v| sagaflow_runtime::config::backend_url(name, &v, schemes))
+            .transpose()
+    };
+    config.rabbitmq_url = url("RABBITMQ_URL", &["amqp", "amqps"])?;
+    config.redis_url = url("REDIS_URL", &["redis", "rediss"])?;
+    config.mongodb_url = url("MONGODB_URL", &["mongodb", "mongodb+srv"])?;
+    config.smtp_url = url("SMTP_URL", &["smtp"])?;
+    match (&config.rabbitmq_url, &config.redis_url) {
+        (Some(_), None) => {
+            return Err(bad(
+                "REDIS_URL",
+                "is required with RABBITMQ_URL (the pipeline needs both)".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(bad(
+                "RABBITMQ_URL",
+                "is required with REDIS_URL (the pipeline needs both)".into(),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(prefix) = var(env, "STREAM_PREFIX") {
+        if !prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_:.".contains(c))
+        {
+            return Err(bad(
+                "STREAM_PREFIX",
+                format!("letters, digits and -_:. only, got {prefix:?}"),
+            ));
+        }
+        config.stream_prefix = prefix;
     }
     for (name, slot) in [
         ("DEADLINE_LOW", &mut config.saga.deadlines.low),

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use sagaflow::{AllInOne, Config, Ports, apply_env};
-use sagaflow_runtime::config::{self, CommonSettings, ConfigError, DatabaseUrl};
+use sagaflow_runtime::config::{self, CommonSettings, ConfigError};
 use sagaflow_runtime::{shutdown, telemetry};
 
 #[derive(Debug, Parser)]
@@ -167,7 +167,8 @@ fn plan(
             if *service == Service::Complaint && database.is_none() {
                 return Err(ConfigError {
                     var: "DATABASE_URL",
-                    problem: "is required by the complaint service (sqlite://PATH)".into(),
+                    problem: "is required by the complaint service (postgres://… or sqlite://PATH)"
+                        .into(),
                 });
             }
             let mut cfg = Config::new(env_dir());
@@ -184,7 +185,7 @@ fn plan(
             (cfg, Some(*service))
         }
     };
-    cfg.database_url = database.map(|DatabaseUrl::Sqlite(url)| url);
+    cfg.database = database;
     cfg.correlation_header = settings.correlation_header.clone();
     apply_env(&mut cfg, env)?;
     Ok((cfg, only))

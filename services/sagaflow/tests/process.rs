@@ -349,8 +349,28 @@ fn every_malformed_setting_exits_2_with_one_line_naming_it() {
         ),
         (
             &["serve", "complaint"][..],
-            &[("DATABASE_URL", "postgres://app:hunter2@db:5432/app")][..],
+            &[("DATABASE_URL", "postgres://app:hunter2@/app")][..],
             "DATABASE_URL",
+        ),
+        (
+            &["all-in-one"][..],
+            &[("RABBITMQ_URL", "http://guest:hunter2@127.0.0.1")][..],
+            "RABBITMQ_URL",
+        ),
+        (
+            &["all-in-one"][..],
+            &[("RABBITMQ_URL", "amqp://guest:hunter2@127.0.0.1:5672/%2f")][..],
+            "REDIS_URL",
+        ),
+        (
+            &["all-in-one"][..],
+            &[("MONGODB_URL", "mongo://x")][..],
+            "MONGODB_URL",
+        ),
+        (
+            &["all-in-one"][..],
+            &[("SMTP_URL", "smtps://u:hunter2@relay")][..],
+            "SMTP_URL",
         ),
     ] {
         let (code, stderr) = run_to_end(args, env);
@@ -360,6 +380,23 @@ fn every_malformed_setting_exits_2_with_one_line_naming_it() {
         assert!(lines[0].contains(var), "{stderr}");
         assert!(!stderr.contains("hunter2"), "a password leaked: {stderr}");
     }
+}
+
+#[test]
+fn a_backend_that_does_not_answer_stops_the_service_without_showing_its_password() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().to_str().expect("utf-8 path");
+    let (code, stderr) = run_to_end(
+        &["serve", "complaint"],
+        &[
+            ("DATABASE_URL", "postgres://app:hunter2@127.0.0.1:1/app"),
+            ("LOG_FORMAT", "json"),
+            ("SAGAFLOW_DATA_DIR", data),
+        ],
+    );
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("PostgreSQL"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "a password leaked: {stderr}");
 }
 
 #[test]

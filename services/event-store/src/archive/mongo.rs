@@ -56,6 +56,16 @@ fn decode(d: &Document) -> Result<(u64, Envelope), StoreError> {
     Ok((u64::try_from(position).unwrap_or(0), env))
 }
 
+/// The database a `mongodb://host/DATABASE?…` URL names, else `event_store`.
+pub fn database_of(url: &str) -> String {
+    url.split_once("://")
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map(|(_, path)| path.split('?').next().unwrap_or(""))
+        .filter(|db| !db.is_empty())
+        .unwrap_or("event_store")
+        .to_owned()
+}
+
 impl MongoArchive {
     /// Connects to `url` and uses `database`, creating the indexes when needed.
     pub async fn open(url: &str, database: &str) -> Result<Self, StoreError> {
