@@ -1,0 +1,305 @@
+//! The saga on the real backends: four `sagaflow serve` processes on PostgreSQL, RabbitMQ,
+//! Redis, the MongoDB wire server and the SMTP sink, each run in namespaces of its own (a
+//! database, a virtual host, a stream prefix, a Mongo database, unique mail recipients).
+//! `scripts/backends` starts the backends; `TEST_*_URL` override the defaults.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sagaflow");
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+struct Service {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[allow(clippy::zombie_processes)] // `Service`'s Drop reaps the child
+fn serve(name: &str, env: &[(String, String)]) -> Service {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", name, "--host", "127.0.0.1"])
+        .env("LOG_FORMAT", "json")
+        .env("PORT", "0")
+        .env("SAGAFLOW_DATA_DIR", dir.path())
+        .env("RETRY_BASE_DELAY", "100ms")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn sagaflow");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("sagaflow serve {name} did not start within 60 s (are the backends up? scripts/backends)"));
+        if let Ok(log) = serde_json::from_str::<Value>(&line)
+            && log["message"] == "listening"
+        {
+            let url = format!("http://{}", log["addr"].as_str().expect("addr"));
+            // Keep draining the log so the child never blocks on a full pipe.
+            std::thread::spawn(move || while rx.recv().is_ok() {});
+            return Service {
+                child,
+                url,
+                _dir: dir,
+            };
+        }
+    }
+}
+
+async fn vhost(client: &reqwest::Client, management: &str, name: &str) {
+    let put = client
+        .put(format!("{management}/api/vhosts/{name}"))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await;
+    let put = put.unwrap_or_else(|e| panic!("RabbitMQ's management API is not answering at {management}: {e}. Start it with scripts/backends rabbitmq"));
+    assert!(put.status().is_success(), "creating vhost {name}");
+    let perms = client
+        .put(format!("{management}/api/permissions/{name}/guest"))
+        .basic_auth("guest", Some("guest"))
+        .json(&json!({"configure": ".*", "write": ".*", "read": ".*"}))
+        .send()
+        .await
+        .expect("permissions");
+    assert!(perms.status().is_success(), "granting guest on {name}");
+}
+
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn get(client: &reqwest::Client, url: String) -> Value {
+    client
+        .get(&url)
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_saga_runs_on_four_processes_and_the_real_backends() {
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let client = reqwest::Client::new();
+    let pg = env_or(
+        "TEST_DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    );
+    let mut admin = sqlx::PgConnection::connect(&pg).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL is not answering at {pg}: {e}. Start it with scripts/backends postgres")
+    });
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE t_{run}")))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    let database = format!(
+        "{}/t_{run}",
+        pg.rsplit_once('/').map_or(pg.as_str(), |(base, _)| base)
+    );
+    let management = env_or("TEST_RABBITMQ_MANAGEMENT", "http://127.0.0.1:15672");
+    let vhost_name = format!(
+        "t-{}-{run}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    );
+    vhost(&client, &management, &vhost_name).await;
+    let mongo = env_or(
+        "TEST_MONGODB_URL",
+        "mongodb://127.0.0.1:27017/?directConnection=true",
+    );
+    let mongo = mongo.replacen("/?", &format!("/t_{run}?"), 1);
+    let redis = env_or("TEST_REDIS_URL", "redis://127.0.0.1:6379");
+    let prefix = format!("t{run}:");
+    let env: Vec<(String, String)> = [
+        ("DATABASE_URL", database),
+        (
+            "RABBITMQ_URL",
+            format!("amqp://guest:guest@127.0.0.1:5672/{vhost_name}"),
+        ),
+        ("REDIS_URL", redis.clone()),
+        ("STREAM_PREFIX", prefix.clone()),
+        ("MONGODB_URL", mongo),
+        ("SMTP_URL", env_or("TEST_SMTP_URL", "smtp://127.0.0.1:2525")),
+        ("NOTIFY_EMAIL_DOMAIN", format!("{run}.example.com")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+
+    let complaint = serve("complaint", &env);
+    let notification = serve("notification", &env);
+    let audit = serve("audit", &env);
+    let event_store = serve("event-store", &env);
+
+    let res = client
+        .post(format!("{}/api/complaints", complaint.url))
+        .header("X-Correlation-ID", format!("saga-{run}"))
+        .json(&json!({"userId": "alice", "title": "Kettle", "description": "Leaks", "priority": "HIGH", "category": "home"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 201);
+    let id = res.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    for (action, body) in [
+        ("assign", json!({"assignedTo": "bob"})),
+        ("process", json!({"resolution": "Replaced"})),
+        ("close", json!({})),
+    ] {
+        let res = client
+            .put(format!("{}/api/complaints/{id}/{action}", complaint.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("command");
+        assert_eq!(res.status(), 200, "{action}");
+    }
+    eventually("the saga to complete", || async {
+        (get(&client, format!("{}/api/complaints/{id}", complaint.url)).await["sagaStatus"]
+            == "COMPLETED")
+            .then_some(())
+    })
+    .await;
+
+    // The archive (MongoDB), the audit trail (PostgreSQL), the mails (SMTP sink).
+    let archived = eventually("4 archived events", || async {
+        let s = get(
+            &client,
+            format!("{}/api/events/stream/{id}", event_store.url),
+        )
+        .await;
+        let v: Vec<u64> = s["events"]
+            .as_array()?
+            .iter()
+            .filter_map(|e| e["metadata"]["version"].as_u64())
+            .collect();
+        (v.len() == 4).then_some(v)
+    })
+    .await;
+    assert_eq!(archived, [1, 2, 3, 4]);
+    let trail = get(&client, format!("{}/api/audit/trail/{id}", audit.url)).await;
+    assert_eq!(trail["entries"].as_array().expect("entries").len(), 4);
+    let sink = env_or("TEST_SMTP_SINK", "http://127.0.0.1:8025");
+    let user = format!("alice@{run}.example.com");
+    let mails: Vec<Value> = get(&client, format!("{sink}/messages?to={user}"))
+        .await
+        .as_array()
+        .expect("mails")
+        .clone();
+    let mut templates: Vec<&str> = mails
+        .iter()
+        .filter_map(|m| m["headers"]["X-Sagaflow-Template"].as_str())
+        .collect();
+    templates.sort();
+    assert_eq!(
+        templates,
+        [
+            "complaint-assigned-user",
+            "complaint-closed-user",
+            "complaint-created-user",
+            "complaint-processed-user"
+        ]
+    );
+    let assignee = get(&client, format!("{sink}/messages?to=bob@{run}.example.com")).await;
+    assert_eq!(assignee.as_array().expect("mails").len(), 1);
+    let history = get(
+        &client,
+        format!("{}/api/notifications?complaintId={id}", notification.url),
+    )
+    .await;
+    assert_eq!(
+        history["items"].as_array().expect("items").len(),
+        6,
+        "user ×4, assignee, admin"
+    );
+
+    // The topology on RabbitMQ, the entries on Redis.
+    let queues: Vec<Value> = client
+        .get(format!("{management}/api/queues/{vhost_name}"))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+        .expect("queues")
+        .json()
+        .await
+        .expect("json");
+    let mut names: Vec<&str> = queues.iter().filter_map(|q| q["name"].as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "audit.events.audit-service",
+            "audit.events.complaint-service",
+            "audit.events.dlq",
+            "complaints.events.audit-service",
+            "complaints.events.dlq",
+            "complaints.events.notification-service",
+            "notifications.events.audit-service",
+            "notifications.events.complaint-service",
+            "notifications.events.dlq",
+        ]
+    );
+    let streams = sagaflow_runtime::streams::redis::RedisStreams::open(&redis, &prefix)
+        .await
+        .expect("redis");
+    use sagaflow_runtime::streams::StreamLog;
+    assert_eq!(streams.len("complaints-stream").await.expect("len"), 4);
+    assert_eq!(streams.len("notifications-stream").await.expect("len"), 6);
+    drop((complaint, notification, audit, event_store));
+    // Leave nothing behind for the next run.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE t_{run} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("drop database");
+    let _ = client
+        .delete(format!("{management}/api/vhosts/{vhost_name}"))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await;
+}
