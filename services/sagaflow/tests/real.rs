@@ -289,6 +289,66 @@ async fn the_saga_runs_on_four_processes_and_the_real_backends() {
     use sagaflow_runtime::streams::StreamLog;
     assert_eq!(streams.len("complaints-stream").await.expect("len"), 4);
     assert_eq!(streams.len("notifications-stream").await.expect("len"), 6);
+
+    // A poison message published straight onto the exchange: both consumers dead-letter it at
+    // once and go on.
+    let published: Value = client
+        .post(format!("{management}/api/exchanges/{vhost_name}/complaints.events/publish"))
+        .basic_auth("guest", Some("guest"))
+        .json(&json!({"properties": {"message_id": "poison-1"}, "routing_key": "complaint.created", "payload": "not JSON at all", "payload_encoding": "string"}))
+        .send()
+        .await
+        .expect("publish")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(published["routed"], true);
+    let letters = eventually("the poison message in complaints.events.dlq", || async {
+        let d = get(
+            &client,
+            format!("{}/api/dlq/complaints.events", complaint.url),
+        )
+        .await;
+        let items = d["items"].as_array()?.clone();
+        (items.len() == 2).then_some(items)
+    })
+    .await;
+    for l in &letters {
+        assert_eq!(l["attempts"], 1);
+        assert!(
+            l["lastError"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("poison message")),
+            "{l}"
+        );
+        assert_eq!(l["body"], "not JSON at all");
+    }
+    let redriven = client
+        .post(format!(
+            "{}/api/dlq/complaints.events/redrive",
+            complaint.url
+        ))
+        .send()
+        .await
+        .expect("redrive");
+    assert_eq!(redriven.json::<Value>().await.expect("json")["redriven"], 2);
+    // Redriven, they are poison still: back in the DLQ, and the services still work.
+    eventually("the poison back in the DLQ", || async {
+        let d = get(
+            &client,
+            format!("{}/api/dlq/complaints.events", complaint.url),
+        )
+        .await;
+        (d["items"].as_array()?.len() == 2).then_some(())
+    })
+    .await;
+    let ready = client
+        .get(format!("{}/health/ready", notification.url))
+        .send()
+        .await
+        .expect("ready");
+    assert_eq!(ready.status(), 200);
+
     drop((complaint, notification, audit, event_store));
     // Leave nothing behind for the next run.
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(

@@ -597,16 +597,20 @@ impl MessageBus for RabbitBus {
     }
 
     async fn redrive(&self, exchange: &str) -> Result<usize, BusError> {
+        // Only the dead letters there now: one that fails again while we redrive lands back in
+        // the DLQ and must wait for the next redrive, not loop.
+        let present = self.ready(&dlq_name(exchange)).await?;
         let conn = self.connection().await?;
         let ch = conn.create_channel().await.map_err(unavailable)?;
         let mut n = 0;
-        while let Some(got) = ch
-            .basic_get(
-                dlq_name(exchange).as_str().into(),
-                BasicGetOptions::default(),
-            )
-            .await
-            .map_err(unavailable)?
+        while (n as u64) < present
+            && let Some(got) = ch
+                .basic_get(
+                    dlq_name(exchange).as_str().into(),
+                    BasicGetOptions::default(),
+                )
+                .await
+                .map_err(unavailable)?
         {
             let mut m = message_of(&got.delivery);
             let queue = m.headers.get(headers::QUEUE).cloned().unwrap_or_default();
