@@ -18,6 +18,10 @@ use crate::bus::{Delivery, MessageBus, headers};
 use crate::metrics::Metrics;
 use crate::streams::{Entry, GroupStart, StreamLog};
 
+/// The longest pause between two attempts to reach a backend that went away: short enough
+/// that a service resumes within seconds of the backend's return.
+pub const RECONNECT_CAP: Duration = Duration::from_secs(3);
+
 /// When to try a failed message again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -109,7 +113,7 @@ impl QueueConsumer {
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    let pause = self.policy.delay(failures).min(Duration::from_secs(30));
+                    let pause = self.policy.delay(failures).min(RECONNECT_CAP);
                     tracing::warn!(queue = %self.queue, error = %e, "receiving; retrying");
                     tokio::time::sleep(pause).await;
                 }
@@ -202,7 +206,8 @@ impl StreamConsumer {
                 Ok(_) => failures = 0,
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    let pause = Duration::from_millis(100u64.saturating_mul(1 << failures.min(8)));
+                    let pause = Duration::from_millis(100u64.saturating_mul(1 << failures.min(8)))
+                        .min(RECONNECT_CAP);
                     tracing::warn!(stream = %self.stream, error = %e, "reading the stream; retrying");
                     tokio::time::sleep(pause).await;
                 }

@@ -129,7 +129,7 @@ impl Relay {
                 Err(e) => {
                     failures = failures.saturating_add(1);
                     let pause = Duration::from_millis(100u64.saturating_mul(1 << failures.min(9)))
-                        .min(Duration::from_secs(30));
+                        .min(crate::consumer::RECONNECT_CAP);
                     tracing::warn!(error = %e, retryInMs = pause.as_millis() as u64, "relaying the outbox");
                     tokio::time::sleep(pause).await;
                 }
