@@ -246,7 +246,9 @@ impl NotificationStore for PgNotifications {
                     let status: String = row.get(2);
                     if status == "PENDING" {
                         cancelled.push(row.get::<String, _>(0));
-                    } else if status == "SENT" && !told.contains(&row.get::<String, _>(1)) {
+                    } else if (status == "SENT" || status == "SENDING")
+                        && !told.contains(&row.get::<String, _>(1))
+                    {
                         told.push(row.get::<String, _>(1));
                     }
                 }
@@ -299,12 +301,16 @@ impl NotificationStore for PgNotifications {
     }
 
     async fn due(&self, limit: usize) -> Result<Vec<Due>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM notifications WHERE status = 'PENDING' AND next_attempt_at <= $1 ORDER BY seq LIMIT $2")
+        let rows = sqlx::query("UPDATE notifications SET status = 'SENDING', next_attempt_at = $1 + 60000 WHERE seq IN ( \
+             SELECT seq FROM notifications WHERE status IN ('PENDING', 'SENDING') AND next_attempt_at <= $1 \
+             ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING *")
             .bind(now_ms())
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable("reading due mails"))?;
+        let mut rows = rows;
+        rows.sort_by_key(|r| r.get::<i64, _>("seq"));
         Ok(rows.iter().map(due_of).collect())
     }
 
@@ -335,7 +341,7 @@ impl NotificationStore for PgNotifications {
     }
 
     async fn retry_at(&self, mail: &Due, error: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
-        sqlx::query("UPDATE notifications SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2 WHERE notification_id = $3 AND status = 'PENDING'")
+        sqlx::query("UPDATE notifications SET status = 'PENDING', attempts = attempts + 1, last_error = $1, next_attempt_at = $2 WHERE notification_id = $3 AND status IN ('PENDING', 'SENDING')")
             .bind(error)
             .bind(at.timestamp_millis())
             .bind(&mail.notification_id)
@@ -376,7 +382,11 @@ impl NotificationStore for PgNotifications {
                     "channel": row.get::<String, _>("channel"),
                     "template": row.get::<String, _>("template"),
                     "subject": row.get::<String, _>("subject"),
-                    "status": row.get::<String, _>("status"),
+                    "status": match row.get::<String, _>("status").as_str() {
+                        // Being sent: not sent yet, as far as anyone asking knows.
+                        "SENDING" => "PENDING".to_owned(),
+                        other => other.to_owned(),
+                    },
                     "attempts": row.get::<i64, _>("attempts"),
                     "lastError": row.get::<Option<String>, _>("last_error"),
                     "sentAt": sent_at.and_then(DateTime::from_timestamp_millis).map(|t| sagaflow_domain::time::format(&t)),

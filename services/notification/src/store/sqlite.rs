@@ -239,7 +239,9 @@ impl NotificationStore for SqliteNotifications {
                     let status: String = row.get(2);
                     if status == "PENDING" {
                         cancelled.push(row.get::<String, _>(0));
-                    } else if status == "SENT" && !told.contains(&row.get::<String, _>(1)) {
+                    } else if (status == "SENT" || status == "SENDING")
+                        && !told.contains(&row.get::<String, _>(1))
+                    {
                         told.push(row.get::<String, _>(1));
                     }
                 }
@@ -292,12 +294,15 @@ impl NotificationStore for SqliteNotifications {
     }
 
     async fn due(&self, limit: usize) -> Result<Vec<Due>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM notifications WHERE status = 'PENDING' AND next_attempt_at <= ? ORDER BY seq LIMIT ?")
+        let rows = sqlx::query("UPDATE notifications SET status = 'SENDING', next_attempt_at = ?1 + 60000 WHERE seq IN ( \
+             SELECT seq FROM notifications WHERE status IN ('PENDING', 'SENDING') AND next_attempt_at <= ?1 ORDER BY seq LIMIT ?2) RETURNING *")
             .bind(now_ms())
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.db.writer)
             .await
             .map_err(unavailable("reading due mails"))?;
+        let mut rows = rows;
+        rows.sort_by_key(|r| r.get::<i64, _>("seq"));
         Ok(rows.iter().map(due_of).collect())
     }
 
@@ -328,7 +333,7 @@ impl NotificationStore for SqliteNotifications {
     }
 
     async fn retry_at(&self, mail: &Due, error: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
-        sqlx::query("UPDATE notifications SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE notification_id = ? AND status = 'PENDING'")
+        sqlx::query("UPDATE notifications SET status = 'PENDING', attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE notification_id = ? AND status IN ('PENDING', 'SENDING')")
             .bind(error)
             .bind(at.timestamp_millis())
             .bind(&mail.notification_id)
@@ -369,7 +374,11 @@ impl NotificationStore for SqliteNotifications {
                     "channel": row.get::<String, _>("channel"),
                     "template": row.get::<String, _>("template"),
                     "subject": row.get::<String, _>("subject"),
-                    "status": row.get::<String, _>("status"),
+                    "status": match row.get::<String, _>("status").as_str() {
+                        // Being sent: not sent yet, as far as anyone asking knows.
+                        "SENDING" => "PENDING".to_owned(),
+                        other => other.to_owned(),
+                    },
                     "attempts": row.get::<i64, _>("attempts"),
                     "lastError": row.get::<Option<String>, _>("last_error"),
                     "sentAt": sent_at.and_then(DateTime::from_timestamp_millis).map(|t| sagaflow_domain::time::format(&t)),

@@ -1,0 +1,16 @@
+//! The end-to-end saga suite of `tests/saga`, run again on the real backends: PostgreSQL,
+//! RabbitMQ, Redis, the MongoDB wire server and the SMTP sink (`scripts/backends` starts them).
+//! Each test gets a database, a virtual host, a stream prefix and a Mongo database of its own;
+//! mails are read back from the sink by their `X-Complaint-ID`.
+
+#[path = "helpers.rs"]
+mod helpers;
+
+#[path = "../saga/compensation.rs"]
+mod compensation;
+#[path = "../saga/deadlines.rs"]
+mod deadlines;
+#[path = "../saga/full.rs"]
+mod full;
+#[path = "../saga/redelivery.rs"]
+mod redelivery;
