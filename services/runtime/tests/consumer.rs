@@ -78,8 +78,37 @@ async fn until<F: Fn() -> bool>(what: &str, f: F) {
     }
 }
 
+/// A fresh RabbitMQ virtual host's URL (scripts/backends rabbitmq starts the broker).
+async fn rabbitmq() -> String {
+    let management = std::env::var("TEST_RABBITMQ_MANAGEMENT")
+        .unwrap_or_else(|_| "http://127.0.0.1:15672".into());
+    let client = reqwest::Client::new();
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let vhost = format!("t-{secs}-{}", uuid::Uuid::new_v4().simple());
+    let put = client
+        .put(format!("{management}/api/vhosts/{vhost}"))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await;
+    let put = put.unwrap_or_else(|e| panic!("RabbitMQ's management API is not answering at {management}: {e}. Start it with scripts/backends rabbitmq"));
+    assert!(put.status().is_success());
+    let perms = client
+        .put(format!("{management}/api/permissions/{vhost}/guest"))
+        .basic_auth("guest", Some("guest"))
+        .json(&serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}))
+        .send()
+        .await
+        .expect("permissions");
+    assert!(perms.status().is_success());
+    format!("amqp://guest:guest@127.0.0.1:5672/{vhost}")
+}
+
 async fn setup(
     business: bool,
+    real: bool,
 ) -> (
     Arc<dyn MessageBus>,
     Arc<Flaky>,
@@ -87,11 +116,20 @@ async fn setup(
     tempfile::TempDir,
 ) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let bus = SqliteBus::open(&dir.path().join("bus.db"))
-        .await
-        .expect("bus");
+    let bus: Arc<dyn MessageBus> = if real {
+        Arc::new(
+            sagaflow_runtime::bus::rabbitmq::RabbitBus::open(&rabbitmq().await)
+                .await
+                .expect("RabbitMQ"),
+        )
+    } else {
+        Arc::new(
+            SqliteBus::open(&dir.path().join("bus.db"))
+                .await
+                .expect("bus"),
+        )
+    };
     bus.declare(&default_queues()).await.expect("declare");
-    let bus: Arc<dyn MessageBus> = Arc::new(bus);
     let flaky = Arc::new(Flaky {
         healthy: AtomicBool::new(false),
         business,
@@ -115,7 +153,26 @@ async fn setup(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transient_failure_backs_off_then_is_dead_lettered_and_a_redrive_succeeds() {
-    let (bus, flaky, task, _dir) = setup(false).await;
+    transient_then_redrive(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_rabbitmq_a_transient_failure_backs_off_then_is_dead_lettered_and_a_redrive_succeeds() {
+    transient_then_redrive(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_business_error_is_dead_lettered_without_retry() {
+    business_error(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_rabbitmq_a_business_error_is_dead_lettered_without_retry() {
+    business_error(true).await;
+}
+
+async fn transient_then_redrive(real: bool) {
+    let (bus, flaky, task, _dir) = setup(false, real).await;
     bus.publish(&event()).await.expect("publish");
     let letters = loop {
         let l = bus
@@ -185,9 +242,8 @@ async fn a_transient_failure_backs_off_then_is_dead_lettered_and_a_redrive_succe
     task.abort();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_business_error_is_dead_lettered_without_retry() {
-    let (bus, flaky, task, _dir) = setup(true).await;
+async fn business_error(real: bool) {
+    let (bus, flaky, task, _dir) = setup(true, real).await;
     bus.publish(&event()).await.expect("publish");
     let letters = loop {
         let l = bus
