@@ -13,6 +13,22 @@ use sqlx::Connection;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sagaflow");
 
+/// The password in the run's URLs; no log line may contain it.
+const SECRET: &str = "pw-9f3c-never-logged";
+
+/// Asserts that no log line of these services shows the password.
+fn assert_no_secret(services: &[&Service]) {
+    let mut lines = 0;
+    for s in services {
+        let logs = s.logs.lock().expect("lock");
+        lines += logs.len();
+        for l in logs.iter() {
+            assert!(!l.contains(SECRET), "a password in a log line: {l}");
+        }
+    }
+    assert!(lines > 20, "the services logged only {lines} lines");
+}
+
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
@@ -21,6 +37,8 @@ struct Service {
     child: Child,
     url: String,
     _dir: tempfile::TempDir,
+    /// Every log line the process wrote.
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Drop for Service {
@@ -39,6 +57,7 @@ fn serve(name: &str, env: &[(String, String)]) -> Service {
         .env("PORT", "0")
         .env("SAGAFLOW_DATA_DIR", dir.path())
         .env("RETRY_BASE_DELAY", "100ms")
+        .env("LOG_LEVEL", "debug")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     for (k, v) in env {
@@ -55,19 +74,27 @@ fn serve(name: &str, env: &[(String, String)]) -> Service {
         }
     });
     let deadline = Instant::now() + Duration::from_secs(60);
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("sagaflow serve {name} did not start within 60 s (are the backends up? scripts/backends)"));
+        logs.lock().expect("lock").push(line.clone());
         if let Ok(log) = serde_json::from_str::<Value>(&line)
             && log["message"] == "listening"
         {
             let url = format!("http://{}", log["addr"].as_str().expect("addr"));
-            // Keep draining the log so the child never blocks on a full pipe.
-            std::thread::spawn(move || while rx.recv().is_ok() {});
+            // Keep reading the log, so the child never blocks on a full pipe.
+            let kept = logs.clone();
+            std::thread::spawn(move || {
+                while let Ok(line) = rx.recv() {
+                    kept.lock().expect("lock").push(line);
+                }
+            });
             return Service {
                 child,
                 url,
                 _dir: dir,
+                logs,
             };
         }
     }
@@ -143,9 +170,15 @@ async fn run() -> Run {
         .execute(&mut admin)
         .await
         .expect("create database");
+    // PostgreSQL trusts loopback, so any password is accepted: this one must never be logged.
     let database = format!(
         "{}/t_{run}",
         pg.rsplit_once('/').map_or(pg.as_str(), |(base, _)| base)
+    )
+    .replacen(
+        "postgres://postgres@",
+        &format!("postgres://postgres:{SECRET}@"),
+        1,
     );
     let management = env_or("TEST_RABBITMQ_MANAGEMENT", "http://127.0.0.1:15672");
     let vhost_name = format!(
@@ -156,6 +189,23 @@ async fn run() -> Run {
             .unwrap_or(0)
     );
     vhost(&client, &management, &vhost_name).await;
+    let user = format!("u{run}");
+    let made = client
+        .put(format!("{management}/api/users/{user}"))
+        .basic_auth("guest", Some("guest"))
+        .json(&json!({"password": SECRET, "tags": ""}))
+        .send()
+        .await
+        .expect("create a RabbitMQ user");
+    assert!(made.status().is_success(), "creating user {user}");
+    let perms = client
+        .put(format!("{management}/api/permissions/{vhost_name}/{user}"))
+        .basic_auth("guest", Some("guest"))
+        .json(&json!({"configure": ".*", "write": ".*", "read": ".*"}))
+        .send()
+        .await
+        .expect("permissions");
+    assert!(perms.status().is_success());
     let mongo = env_or(
         "TEST_MONGODB_URL",
         "mongodb://127.0.0.1:27017/?directConnection=true",
@@ -167,7 +217,7 @@ async fn run() -> Run {
         ("DATABASE_URL", database),
         (
             "RABBITMQ_URL",
-            format!("amqp://guest:guest@127.0.0.1:5672/{vhost_name}"),
+            format!("amqp://{user}:{SECRET}@127.0.0.1:5672/{vhost_name}"),
         ),
         ("REDIS_URL", redis.clone()),
         ("STREAM_PREFIX", prefix.clone()),
@@ -194,6 +244,12 @@ async fn run() -> Run {
 impl Run {
     /// Drops what the run created.
     async fn clean(mut self) {
+        let _ = self
+            .client
+            .delete(format!("{}/api/users/u{}", self.management, self.id))
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE t_{} WITH (FORCE)",
             self.id
@@ -403,6 +459,7 @@ async fn the_saga_runs_on_four_processes_and_the_real_backends() {
         .expect("ready");
     assert_eq!(ready.status(), 200);
 
+    assert_no_secret(&[&complaint, &notification, &audit, &event_store]);
     drop((complaint, notification, audit, event_store));
     r.clean().await;
 }
@@ -506,6 +563,7 @@ async fn the_services_reconnect_when_rabbitmq_restarts_during_a_saga() {
         6,
         "no mail lost or doubled"
     );
+    assert_no_secret(&[&complaint, &notification, &audit, &event_store]);
     drop((complaint, notification, audit, event_store));
     r.clean().await;
 }
