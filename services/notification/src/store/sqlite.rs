@@ -132,6 +132,13 @@ impl SqliteNotifications {
         )
         .await
         .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", path.display())))?;
+        // One process owns this file (the data directory is locked): mails its previous run
+        // was sending are due again now, not when their claim lapses.
+        sqlx::query("UPDATE notifications SET status = 'PENDING', next_attempt_at = ? WHERE status = 'SENDING'")
+            .bind(now_ms())
+            .execute(&db.writer)
+            .await
+            .map_err(unavailable("releasing the mails of a previous run"))?;
         Ok(Self { db })
     }
 
