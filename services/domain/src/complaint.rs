@@ -536,3 +536,40 @@ pub fn fold<'a>(
         .into_iter()
         .try_fold(ComplaintState::default(), evolve)
 }
+
+/// Runs `commands` through the aggregate from nothing and returns the events they record, as
+/// envelopes with ids `<id>-<version>`: a complaint's history for tests and examples.
+pub fn script(
+    id: &str,
+    commands: &[Command],
+    at: DateTime<Utc>,
+    correlation_id: &str,
+) -> Result<Vec<Envelope>, DomainError> {
+    let mut state = ComplaintState::default();
+    let mut out = Vec::new();
+    for command in commands {
+        for payload in decide(&state, command, at)? {
+            let ctx = crate::envelope::Context {
+                correlation_id: correlation_id.to_owned(),
+                causation_id: None,
+                user_id: None,
+                at,
+            };
+            let event = Envelope::new(
+                format!("{id}-{}", state.version + 1),
+                id,
+                state.version + 1,
+                &payload,
+                &ctx,
+            );
+            // Decided events always evolve: `decide` checks them with the same table.
+            state = evolve(state, &event).map_err(|e| DomainError::InvalidTransition {
+                command: command.name(),
+                status: Status::Open,
+                reason: e.reason,
+            })?;
+            out.push(event);
+        }
+    }
+    Ok(out)
+}

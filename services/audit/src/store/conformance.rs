@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use sagaflow_domain::complaint::Command;
 use sagaflow_domain::values::{Category, Description, Reason, Title, UserId};
-use sagaflow_domain::{ComplaintState, Context, Envelope, Priority, decide, evolve};
+use sagaflow_domain::{Envelope, Priority};
 
 use super::{AuditLog, Recorded, Search};
 
@@ -34,28 +34,8 @@ pub fn history(id: &str) -> Vec<Envelope> {
             failed_event_id: None,
         },
     ];
-    let mut state = ComplaintState::default();
-    let mut out = Vec::new();
-    for c in commands {
-        for payload in decide(&state, &c, at).unwrap_or_else(|e| panic!("{e}")) {
-            let ctx = Context {
-                correlation_id: format!("corr-{id}"),
-                causation_id: None,
-                user_id: Some("agent".into()),
-                at,
-            };
-            let e = Envelope::new(
-                format!("{id}-{}", state.version + 1),
-                id,
-                state.version + 1,
-                &payload,
-                &ctx,
-            );
-            state = evolve(state, &e).unwrap_or_else(|e| panic!("{e}"));
-            out.push(e);
-        }
-    }
-    out
+    sagaflow_domain::complaint::script(id, &commands, at, &format!("corr-{id}"))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub async fn each_event_is_recorded_once_and_in_order(log: Arc<dyn AuditLog>) {
