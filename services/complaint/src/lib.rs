@@ -19,12 +19,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::Router;
 use axum::http::HeaderName;
 use sagaflow_runtime::event_log::sqlite::SqliteEventLog;
 use sagaflow_runtime::event_log::{EventLog, StoreError};
-use sagaflow_runtime::http::health::{HealthState, ReadinessCheck};
+use sagaflow_runtime::http::health::{HealthState, ReadinessCheck, check};
 use sagaflow_runtime::metrics::Metrics;
 
 use sagaflow_runtime::outbox::Outbox;
@@ -102,28 +101,6 @@ pub struct ComplaintService {
     stores: Stores,
     pipeline: Pipeline,
     tasks: Tasks,
-}
-
-struct Ping<T: ?Sized>(&'static str, Arc<T>);
-
-#[async_trait]
-impl ReadinessCheck for Ping<dyn EventLog> {
-    fn name(&self) -> &'static str {
-        self.0
-    }
-    async fn check(&self) -> Result<(), String> {
-        self.1.ping().await.map_err(|e| e.to_string())
-    }
-}
-
-#[async_trait]
-impl ReadinessCheck for Ping<dyn ComplaintViews> {
-    fn name(&self) -> &'static str {
-        self.0
-    }
-    async fn check(&self) -> Result<(), String> {
-        self.1.ping().await.map_err(|e| e.to_string())
-    }
 }
 
 impl ComplaintService {
@@ -243,8 +220,20 @@ impl ComplaintService {
     /// The whole HTTP API, with health, metrics and the OpenAPI document.
     pub fn router(&self, correlation_header: HeaderName) -> Router {
         let mut checks: Vec<Arc<dyn ReadinessCheck>> = vec![
-            Arc::new(Ping::<dyn EventLog>("event-log", self.app.log())),
-            Arc::new(Ping::<dyn ComplaintViews>("read-model", self.app.views())),
+            check("event-log", {
+                let log = self.app.log();
+                move || {
+                    let log = log.clone();
+                    async move { log.ping().await }
+                }
+            }),
+            check("read-model", {
+                let views = self.app.views();
+                move || {
+                    let views = views.clone();
+                    async move { views.ping().await }
+                }
+            }),
         ];
         checks.extend(self.pipeline.checks());
         let health = HealthState {
