@@ -563,9 +563,10 @@ pub fn script(
                 &ctx,
             );
             // Decided events always evolve: `decide` checks them with the same table.
+            let status = state.complaint.as_ref().map_or(Status::Open, |c| c.status);
             state = evolve(state, &event).map_err(|e| DomainError::InvalidTransition {
                 command: command.name(),
-                status: Status::Open,
+                status,
                 reason: e.reason,
             })?;
             out.push(event);

@@ -123,6 +123,7 @@ impl Relay {
             match self.relay_once().await {
                 Ok(0) => {
                     failures = 0;
+                    self.report_backlog().await;
                     let _ = tokio::time::timeout(tick, woken).await;
                 }
                 Ok(_) => failures = 0,
@@ -131,14 +132,19 @@ impl Relay {
                     let pause = Duration::from_millis(100u64.saturating_mul(1 << failures.min(9)))
                         .min(crate::consumer::RECONNECT_CAP);
                     tracing::warn!(error = %e, retryInMs = pause.as_millis() as u64, "relaying the outbox");
+                    self.report_backlog().await;
                     tokio::time::sleep(pause).await;
                 }
             }
-            if let Ok(n) = self.outbox.backlog().await {
-                self.metrics
-                    .outbox_backlog
-                    .set(i64::try_from(n).unwrap_or(i64::MAX));
-            }
+        }
+    }
+
+    /// Sets `outbox_backlog`; counted when idle or failing, not once per busy batch.
+    async fn report_backlog(&self) {
+        if let Ok(n) = self.outbox.backlog().await {
+            self.metrics
+                .outbox_backlog
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 }

@@ -83,7 +83,6 @@ async fn emit(
         .await
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn queue_mail(
     tx: &mut PgConnection,
     complaint_id: &str,

@@ -78,7 +78,6 @@ async fn emit(
     sagaflow_runtime::outbox::record(tx, &notification_stream(complaint_id), payload, &ctx).await
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn queue_mail(
     tx: &mut SqliteConnection,
     complaint_id: &str,
