@@ -70,6 +70,25 @@ fn event() -> Message {
     }
 }
 
+/// The dead letters of complaints.events once there are some (20 s at most).
+async fn dead_letters(bus: &Arc<dyn MessageBus>) -> Vec<sagaflow_runtime::bus::DeadLetter> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let letters = bus
+            .dead_letters("complaints.events", 10)
+            .await
+            .expect("list");
+        if !letters.is_empty() {
+            return letters;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing was dead-lettered within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn until<F: Fn() -> bool>(what: &str, f: F) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !f() {
@@ -174,16 +193,7 @@ async fn on_rabbitmq_a_business_error_is_dead_lettered_without_retry() {
 async fn transient_then_redrive(real: bool) {
     let (bus, flaky, task, _dir) = setup(false, real).await;
     bus.publish(&event()).await.expect("publish");
-    let letters = loop {
-        let l = bus
-            .dead_letters("complaints.events", 10)
-            .await
-            .expect("list");
-        if !l.is_empty() {
-            break l;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let letters = dead_letters(&bus).await;
     let calls = flaky.calls.lock().expect("lock").clone();
     assert_eq!(calls.len(), 5, "5 attempts, then the DLQ");
     let gaps: Vec<Duration> = calls.windows(2).map(|w| w[1] - w[0]).collect();
@@ -245,16 +255,7 @@ async fn transient_then_redrive(real: bool) {
 async fn business_error(real: bool) {
     let (bus, flaky, task, _dir) = setup(true, real).await;
     bus.publish(&event()).await.expect("publish");
-    let letters = loop {
-        let l = bus
-            .dead_letters("complaints.events", 10)
-            .await
-            .expect("list");
-        if !l.is_empty() {
-            break l;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let letters = dead_letters(&bus).await;
     assert_eq!(flaky.calls.lock().expect("lock").len(), 1);
     assert_eq!(letters[0].attempts, 1);
     assert!(
