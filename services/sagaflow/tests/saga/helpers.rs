@@ -8,6 +8,7 @@ use sagaflow::{AllInOne, Config, Ports};
 use sagaflow_notification::mailer::mailbox::{Mailbox, StoredMail};
 use sagaflow_notification::mailer::{Mail, MailError, Mailer};
 use serde_json::{Value, json};
+use sqlx::Connection;
 
 /// A mailbox that refuses, for good, every recipient starting with `refuse-`.
 pub struct Refusing {
@@ -29,9 +30,28 @@ impl Mailer for Refusing {
     }
 }
 
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// What a test created on the shared servers, removed when it stops.
+struct Namespaces {
+    run: String,
+    admin: sqlx::PgConnection,
+    management: String,
+    vhost: String,
+}
+
+/// Where the mails land: the embedded mailbox, or the SMTP sink's HTTP API.
+enum Mails {
+    Mailbox(Mailbox),
+    Sink(String),
+}
+
 pub struct System {
     pub app: Option<AllInOne>,
-    pub mailbox: Mailbox,
+    mails: Mails,
+    namespaces: Option<Namespaces>,
     pub client: reqwest::Client,
     pub complaint: String,
     pub notification: String,
@@ -57,7 +77,12 @@ pub async fn start() -> System {
     start_with(|_| {}).await
 }
 
+/// The all-in-one on ports picked by the system: embedded, or on the real backends when the
+/// test binary sets `REAL` (then in namespaces of its own on every server).
 pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> System {
+    if crate::REAL {
+        return start_real(tweak).await;
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     let mut c = config(dir.path());
     let mailbox = Mailbox::open(&c.mailbox_dir()).expect("mailbox");
@@ -74,8 +99,87 @@ pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> System {
         audit: url(app.audit),
         event_store: url(app.event_store),
         app: Some(app),
-        mailbox,
+        mails: Mails::Mailbox(mailbox),
+        namespaces: None,
         client: reqwest::Client::new(),
+        _dir: dir,
+    }
+}
+
+async fn start_real(tweak: impl FnOnce(&mut Config)) -> System {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut c = config(dir.path());
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let client = reqwest::Client::new();
+    let pg = env_or(
+        "TEST_DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    );
+    let mut admin = sqlx::PgConnection::connect(&pg).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL is not answering at {pg}: {e}. Start it with scripts/backends")
+    });
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE t_{run}")))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    let base = pg
+        .rsplit_once('/')
+        .map_or(pg.as_str(), |(base, _)| base)
+        .to_owned();
+    let management = env_or("TEST_RABBITMQ_MANAGEMENT", "http://127.0.0.1:15672");
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let vhost = format!("t-{secs}-{run}");
+    let put = client
+        .put(format!("{management}/api/vhosts/{vhost}"))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await;
+    let put = put.unwrap_or_else(|e| panic!("RabbitMQ's management API is not answering at {management}: {e}. Start it with scripts/backends"));
+    assert!(put.status().is_success(), "creating vhost {vhost}");
+    let perms = client
+        .put(format!("{management}/api/permissions/{vhost}/guest"))
+        .basic_auth("guest", Some("guest"))
+        .json(&json!({"configure": ".*", "write": ".*", "read": ".*"}))
+        .send()
+        .await
+        .expect("permissions");
+    assert!(perms.status().is_success());
+    c.database = Some(sagaflow_runtime::config::DatabaseUrl::Postgres(format!(
+        "{base}/t_{run}"
+    )));
+    c.rabbitmq_url = Some(format!("amqp://guest:guest@127.0.0.1:5672/{vhost}"));
+    c.redis_url = Some(env_or("TEST_REDIS_URL", "redis://127.0.0.1:6379"));
+    c.stream_prefix = format!("t{run}:");
+    c.mongodb_url = Some(
+        env_or(
+            "TEST_MONGODB_URL",
+            "mongodb://127.0.0.1:27017/?directConnection=true",
+        )
+        .replacen("/?", &format!("/t_{run}?"), 1),
+    );
+    c.smtp_url = Some(env_or("TEST_SMTP_URL", "smtp://127.0.0.1:2525"));
+    tweak(&mut c);
+    let app = AllInOne::start(c)
+        .await
+        .expect("start on the real backends");
+    let url = |a: Option<std::net::SocketAddr>| format!("http://{}", a.expect("running"));
+    System {
+        complaint: url(app.complaint),
+        notification: url(app.notification),
+        audit: url(app.audit),
+        event_store: url(app.event_store),
+        app: Some(app),
+        mails: Mails::Sink(env_or("TEST_SMTP_SINK", "http://127.0.0.1:8025")),
+        namespaces: Some(Namespaces {
+            run,
+            admin,
+            management,
+            vhost,
+        }),
+        client,
         _dir: dir,
     }
 }
@@ -100,6 +204,21 @@ impl System {
     pub async fn stop(mut self) {
         if let Some(app) = self.app.take() {
             app.stop().await;
+        }
+        if let Some(mut n) = self.namespaces.take() {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE t_{} WITH (FORCE)",
+                n.run
+            )))
+            .execute(&mut n.admin)
+            .await
+            .expect("drop database");
+            let _ = self
+                .client
+                .delete(format!("{}/api/vhosts/{}", n.management, n.vhost))
+                .basic_auth("guest", Some("guest"))
+                .send()
+                .await;
         }
     }
 
@@ -143,13 +262,56 @@ impl System {
             .await
     }
 
+    /// The mails sent for complaint `id`.
     pub fn mails_of(&self, id: &str) -> Vec<StoredMail> {
-        self.mailbox
-            .read_all()
-            .expect("mailbox")
-            .into_iter()
-            .filter(|m| m.header("X-Complaint-ID") == Some(id))
-            .collect()
+        let sink = match &self.mails {
+            Mails::Mailbox(mailbox) => {
+                return mailbox
+                    .read_all()
+                    .expect("mailbox")
+                    .into_iter()
+                    .filter(|m| m.header("X-Complaint-ID") == Some(id))
+                    .collect();
+            }
+            Mails::Sink(sink) => sink,
+        };
+        let all: Value = std::thread::scope(|s| {
+            s.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async {
+                    reqwest::get(format!("{sink}/messages"))
+                        .await
+                        .expect("the SMTP sink")
+                        .json()
+                        .await
+                        .expect("json")
+                })
+            })
+            .join()
+            .expect("thread")
+        });
+        all.as_array()
+            .map(|mails| {
+                mails
+                    .iter()
+                    .filter(|m| m["headers"]["X-Complaint-ID"] == id)
+                    .map(|m| StoredMail {
+                        headers: m["headers"]
+                            .as_object()
+                            .map(|h| {
+                                h.iter()
+                                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        body: m["body"].as_str().unwrap_or("").trim_end().to_owned(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     pub async fn archived(&self, id: &str) -> Vec<Value> {

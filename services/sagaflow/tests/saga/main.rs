@@ -1,5 +1,8 @@
 //! The whole saga on the embedded default, over HTTP, with the four services in this process.
 
+/// Every test starts the all-in-one on the embedded backends.
+const REAL: bool = false;
+
 mod helpers;
 
 mod compensation;

@@ -3,7 +3,10 @@
 //! Each test gets a database, a virtual host, a stream prefix and a Mongo database of its own;
 //! mails are read back from the sink by their `X-Complaint-ID`.
 
-#[path = "helpers.rs"]
+/// Every test starts the all-in-one on the real backends.
+const REAL: bool = true;
+
+#[path = "../saga/helpers.rs"]
 mod helpers;
 
 #[path = "../saga/compensation.rs"]
