@@ -2,12 +2,36 @@
 //!
 //! - [`problems`]: why an `EventPipeline` spec cannot be declared as it is.
 //! - [`queues`]: the queues and bindings to declare on RabbitMQ, in the runtime's own terms.
+//! - [`policies`]: the RabbitMQ policies that carry each queue's dead-letter arrangement, so it
+//!   can change without deleting a queue that holds messages.
+//! - [`retry_of`]: the retry policy a consuming service gets, from the queues it reads.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sagaflow_runtime::bus::QueueSpec;
+use sagaflow_runtime::bus::topology::dlq_name;
+use serde_json::{Value, json};
 
-use crate::crd::pipeline::EventPipelineSpec;
+use crate::crd::pipeline::{EventPipelineSpec, Queue, RetryPolicy};
+
+/// The prefix of every policy the operator owns.
+pub const POLICY_PREFIX: &str = "sagaflow.";
+
+/// A RabbitMQ policy, as the management API takes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    pub name: String,
+    pub pattern: String,
+    pub definition: Value,
+}
+
+/// The consuming service a queue belongs to: `<exchange>.<service>` → `<service>`.
+pub fn service_of(queue: &Queue) -> &str {
+    queue
+        .name
+        .strip_prefix(&format!("{}.", queue.exchange))
+        .unwrap_or(&queue.name)
+}
 
 /// Everything wrong with a spec, each problem naming the field (empty when it can be declared).
 pub fn problems(spec: &EventPipelineSpec) -> Vec<String> {
@@ -46,6 +70,17 @@ pub fn problems(spec: &EventPipelineSpec) -> Vec<String> {
             ));
         }
     }
+    let mut first_of: HashMap<&str, usize> = HashMap::new();
+    for (i, q) in spec.queues.iter().enumerate() {
+        let j = *first_of.entry(service_of(q)).or_insert(i);
+        if spec.queues[j].retry != q.retry {
+            out.push(format!(
+                "spec.queues[{i}].retry: differs from spec.queues[{j}].retry, and {:?} reads both \
+                 (a service has one retry policy)",
+                service_of(q)
+            ));
+        }
+    }
     let mut streams = HashSet::new();
     for (i, s) in spec.streams.iter().enumerate() {
         if !streams.insert(s.name.as_str()) {
@@ -68,6 +103,48 @@ pub fn queues(spec: &EventPipelineSpec) -> Vec<QueueSpec> {
             bindings: q.bindings.clone(),
         })
         .collect()
+}
+
+/// One policy per queue: a message the broker dead-letters (rejected without requeue) goes to
+/// `<exchange>.dlq`, where the services' explicit dead letters go too.
+pub fn policies(spec: &EventPipelineSpec) -> Vec<Policy> {
+    spec.queues
+        .iter()
+        .map(|q| Policy {
+            name: format!("{POLICY_PREFIX}{}", q.name),
+            pattern: format!("^{}$", regex_escape(&q.name)),
+            definition: json!({
+                "dead-letter-exchange": "",
+                "dead-letter-routing-key": dlq_name(&q.exchange),
+            }),
+        })
+        .collect()
+}
+
+/// The retry policy of each consuming service (`notification-service` …), from its queues.
+pub fn retry_of(spec: &EventPipelineSpec) -> BTreeMap<String, RetryPolicy> {
+    let mut out = BTreeMap::new();
+    for q in &spec.queues {
+        out.entry(service_of(q).to_owned())
+            .or_insert_with(|| q.retry.clone());
+    }
+    out
+}
+
+/// The largest stream cap (the services take one `STREAM_MAX_LEN`).
+pub fn stream_max_len(spec: &EventPipelineSpec) -> Option<u64> {
+    spec.streams.iter().map(|s| s.max_length).max()
+}
+
+fn regex_escape(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if !c.is_ascii_alphanumeric() && c != '-' && c != '_' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -121,6 +198,48 @@ mod tests {
                 "{field} missing in {p:?}"
             );
         }
-        assert_eq!(p.len(), 5, "{p:?}");
+        // queues[3]'s retry is also no longer its service's (audit-service reads queues 1 to 3).
+        assert_eq!(p.len(), 6, "{p:?}");
+    }
+
+    #[test]
+    fn a_service_reading_two_queues_with_different_retries_is_a_problem() {
+        let mut spec = defaults();
+        let i = spec
+            .queues
+            .iter()
+            .position(|q| q.name == "audit.events.audit-service")
+            .expect("audit queue");
+        spec.queues[i].retry.max_attempts = 9;
+        let p = problems(&spec);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with(&format!("spec.queues[{i}].retry")),
+            "{p:?}"
+        );
+        assert!(p[0].contains("audit-service"), "{p:?}");
+    }
+
+    #[test]
+    fn each_queue_gets_a_dead_letter_policy_and_each_service_its_retry() {
+        let spec = defaults();
+        let p = policies(&spec);
+        assert_eq!(p.len(), spec.queues.len());
+        let audit = p
+            .iter()
+            .find(|p| p.name == "sagaflow.audit.events.audit-service")
+            .expect("a policy for the audit queue");
+        assert_eq!(audit.pattern, "^audit\\.events\\.audit-service$");
+        assert_eq!(
+            audit.definition["dead-letter-routing-key"],
+            "audit.events.dlq"
+        );
+        let retry = retry_of(&spec);
+        assert_eq!(
+            retry.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["audit-service", "complaint-service", "notification-service"]
+        );
+        assert_eq!(retry["audit-service"], RetryPolicy::default());
+        assert_eq!(stream_max_len(&spec), Some(1_000_000));
     }
 }

@@ -25,19 +25,85 @@ pub struct SecretRef {
 }
 
 fn url_key() -> String {
-    "url".into()
+    DEFAULT_SECRET_KEY.into()
 }
 
-/// What the operator reports, with `kubectl wait --for=condition=Ready`-style conditions.
+/// The condition types and reasons the operator sets.
+pub mod condition {
+    pub const READY: &str = "Ready";
+    pub const RABBITMQ_READY: &str = "RabbitMQReady";
+    pub const REDIS_READY: &str = "RedisReady";
+    pub const PIPELINE_READY: &str = "PipelineReady";
+    pub const DEPLOYMENTS_READY: &str = "DeploymentsReady";
+}
+
+/// The Secrets' keys: every referenced Secret holds its URL under `url` unless the reference
+/// names another key.
+pub const DEFAULT_SECRET_KEY: &str = "url";
+
+/// What the operator reports about an EventPipeline.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct CommonStatus {
+pub struct PipelineStatus {
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, and the readiness of each part.
+    /// Ready (everything declared), RabbitMQReady and RedisReady.
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// What the operator has declared on the brokers, so that what leaves the spec is removed
+    /// and `deletionPolicy: Delete` knows what to delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared: Option<Declared>,
+}
+
+/// Broker objects the operator declared.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Declared {
+    /// RabbitMQ exchanges (and their `<exchange>.dlq` queues).
+    #[serde(default)]
+    pub exchanges: Vec<String>,
+    /// RabbitMQ queues.
+    #[serde(default)]
+    pub queues: Vec<String>,
+    /// Redis streams.
+    #[serde(default)]
+    pub streams: Vec<String>,
+}
+
+/// What the operator reports about a ComplaintSaga.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SagaStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready (every service available), PipelineReady and DeploymentsReady.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Services whose Deployment is available, as `ready/total` (for `kubectl get`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_services: Option<String>,
+    /// Each service's Deployment and its replicas.
+    #[serde(default)]
+    pub services: Vec<ServiceStatus>,
+}
+
+/// One service's Deployment as the operator last saw it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceStatus {
+    /// The service (complaint, notification, audit, event-store).
+    pub name: String,
+    /// Its Deployment.
+    pub deployment: String,
+    /// Replicas asked for.
+    pub replicas: i32,
+    /// Replicas ready.
+    pub ready_replicas: i32,
+    /// Whether every asked-for replica is available.
+    pub ready: bool,
 }
 
 /// Both CRDs as YAML documents, as `crds/crds.yaml` holds them.

@@ -5,7 +5,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{CommonStatus, SecretRef};
+use super::{PipelineStatus, SecretRef};
 
 /// The exchanges, queues, dead-lettering, streams and consumer groups of sagaflow's saga.
 #[derive(CustomResource, Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
@@ -14,7 +14,7 @@ use super::{CommonStatus, SecretRef};
     version = "v1alpha1",
     kind = "EventPipeline",
     namespaced,
-    status = "CommonStatus",
+    status = "PipelineStatus",
     shortname = "evp",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Deletion","type":"string","jsonPath":".spec.deletionPolicy"}"#,
@@ -24,6 +24,11 @@ use super::{CommonStatus, SecretRef};
 pub struct EventPipelineSpec {
     /// The Secret holding the RabbitMQ URL (`amqp://user:password@host:5672/vhost`).
     pub rabbitmq: SecretRef,
+    /// The Secret holding the RabbitMQ management API's URL (`http://user:password@host:15672`),
+    /// through which the operator declares the topology and its policies. Default: the AMQP
+    /// URL's host on port 15672, with its user, password and virtual host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rabbitmq_management: Option<SecretRef>,
     /// The Secret holding the Redis URL (`redis://host:6379/0`).
     pub redis: SecretRef,
     /// Topic exchanges, durable. Default: complaints.events, notifications.events, audit.events.
@@ -66,7 +71,10 @@ pub struct Queue {
     /// Topic patterns (`*` one word, `#` zero or more).
     #[serde(default = "all_keys")]
     pub bindings: Vec<String>,
-    /// How failed messages are retried before they go to `<exchange>.dlq`.
+    /// How failed messages are retried before they go to `<exchange>.dlq`. The consuming service
+    /// gets it as its RETRY_* settings (a ComplaintSaga rolls its pods when it changes); the
+    /// broker's own dead-lettering is the policy `sagaflow.<queue>`, changed in place, so a
+    /// change never needs the queue deleted.
     #[serde(default)]
     pub retry: RetryPolicy,
 }

@@ -7,7 +7,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{CommonStatus, SecretRef};
+use super::{SagaStatus, SecretRef};
 
 /// The complaint, notification, audit and event-store services, on the backends the referenced
 /// Secrets name, reading and writing the EventPipeline named by `pipeline`.
@@ -17,9 +17,10 @@ use super::{CommonStatus, SecretRef};
     version = "v1alpha1",
     kind = "ComplaintSaga",
     namespaced,
-    status = "CommonStatus",
+    status = "SagaStatus",
     shortname = "csaga",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Services","type":"string","jsonPath":".status.readyServices"}"#,
     printcolumn = r#"{"name":"Pipeline","type":"string","jsonPath":".spec.pipeline"}"#,
     printcolumn = r#"{"name":"Image","type":"string","jsonPath":".spec.image","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
