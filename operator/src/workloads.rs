@@ -120,6 +120,8 @@ pub fn config_data(
     let mut data = BTreeMap::from([
         ("PORT".to_owned(), kind.port.to_string()),
         ("LOG_FORMAT".to_owned(), "json".to_owned()),
+        // The EventPipeline declares the topology; the services do not re-declare it.
+        ("TOPOLOGY".to_owned(), "external".to_owned()),
         (
             "SAGAFLOW_DATA_DIR".to_owned(),
             "/var/lib/sagaflow".to_owned(),

@@ -314,6 +314,11 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(ns: &str, identity: &str) -> Self {
+        Self::start_with(ns, identity, &kubeconfig(), &[])
+    }
+
+    /// With another KUBECONFIG (another identity) and more arguments.
+    pub fn start_with(ns: &str, identity: &str, kubeconfig: &str, more: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sagaflow-operator"))
             .args([
                 "run",
@@ -328,7 +333,8 @@ impl Operator {
                 "--port",
                 "0",
             ])
-            .env("KUBECONFIG", kubeconfig())
+            .args(more)
+            .env("KUBECONFIG", kubeconfig)
             .env("LOG_FORMAT", "json")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

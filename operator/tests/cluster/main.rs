@@ -5,6 +5,7 @@
 
 mod helpers;
 mod pipeline;
+mod rbac;
 mod saga;
 
 use helpers::*;

@@ -34,20 +34,24 @@ pub fn embedded_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 impl Pipeline {
-    /// RabbitMQ and Redis, with the default topology declared; stream keys start with
-    /// `stream_prefix` (several deployments can share one Redis).
+    /// RabbitMQ and Redis; stream keys start with `stream_prefix` (several deployments can
+    /// share one Redis). With `declare_topology` the default topology is declared; without, it
+    /// is someone else's (an EventPipeline's), and a queue it has not declared yet is waited for.
     pub async fn real(
         rabbitmq_url: &str,
         redis_url: &str,
         stream_prefix: &str,
         retry: RetryPolicy,
+        declare_topology: bool,
     ) -> Result<Self, String> {
         let bus = crate::bus::rabbitmq::RabbitBus::open(rabbitmq_url)
             .await
             .map_err(|e| format!("RabbitMQ: {e}"))?;
-        bus.declare(&crate::bus::topology::default_queues())
-            .await
-            .map_err(|e| format!("RabbitMQ: {e}"))?;
+        if declare_topology {
+            bus.declare(&crate::bus::topology::default_queues())
+                .await
+                .map_err(|e| format!("RabbitMQ: {e}"))?;
+        }
         let streams = crate::streams::redis::RedisStreams::open(redis_url, stream_prefix)
             .await
             .map_err(|e| format!("Redis: {e}"))?;

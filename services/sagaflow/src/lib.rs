@@ -58,6 +58,9 @@ pub struct Config {
     pub smtp_url: Option<String>,
     /// `STREAM_PREFIX`: put before every stream key (deployments sharing one Redis).
     pub stream_prefix: String,
+    /// `TOPOLOGY`: `declare` (the default) declares the RabbitMQ topology at start; `external`
+    /// leaves it to an EventPipeline.
+    pub declare_topology: bool,
     pub correlation_header: HeaderName,
     pub retry: RetryPolicy,
     pub saga: SagaSettings,
@@ -83,6 +86,7 @@ impl Config {
             mongodb_url: None,
             smtp_url: None,
             stream_prefix: String::new(),
+            declare_topology: true,
             correlation_header: HeaderName::from_static("x-correlation-id"),
             retry: RetryPolicy::default(),
             saga: SagaSettings::default(),
@@ -203,9 +207,15 @@ impl AllInOne {
         let lock = if embedded { Some(lock(dir)?) } else { None };
         let (mut pipeline, closers) = match real_pipeline {
             Some((rabbitmq, redis)) => (
-                Pipeline::real(rabbitmq, redis, &config.stream_prefix, config.retry)
-                    .await
-                    .map_err(|e| anyhow::anyhow!(e))?,
+                Pipeline::real(
+                    rabbitmq,
+                    redis,
+                    &config.stream_prefix,
+                    config.retry,
+                    config.declare_topology,
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?,
                 None,
             ),
             None => {
@@ -405,6 +415,16 @@ pub fn apply_env(
             ));
         }
         _ => {}
+    }
+    match var(env, "TOPOLOGY").as_deref() {
+        None | Some("declare") => config.declare_topology = true,
+        Some("external") => config.declare_topology = false,
+        Some(other) => {
+            return Err(bad(
+                "TOPOLOGY",
+                format!("expected declare or external, got {other:?}"),
+            ));
+        }
     }
     if let Some(prefix) = var(env, "STREAM_PREFIX") {
         if !prefix

@@ -331,6 +331,7 @@ fn every_malformed_setting_exits_2_with_one_line_naming_it() {
             &[("LOG_FORMAT", "xml")][..],
             "LOG_FORMAT",
         ),
+        (&["all-in-one"][..], &[("TOPOLOGY", "mine")][..], "TOPOLOGY"),
         (
             &["all-in-one"][..],
             &[("CORRELATION_ID_HEADER", "a b")][..],
