@@ -65,5 +65,26 @@ async fn the_crds_apply_kubectl_explain_teaches_and_invalid_resources_are_refuse
         matches!(&refused, Err(kube::Error::Api(e)) if e.code == 422),
         "a deadline that is no duration must be refused, got {refused:?}"
     );
+
+    // examples/ is accepted as it is by the API server (schemas, CRDs, defaults).
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    let out = std::process::Command::new("kubectl")
+        .args(["apply", "--dry-run=server", "-n", &k.ns, "-f", examples])
+        .env("KUBECONFIG", kubeconfig())
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "kubectl apply --dry-run=server -f examples/: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let applied = String::from_utf8_lossy(&out.stdout);
+    for what in [
+        "eventpipeline.sagaflow.dev/complaints",
+        "complaintsaga.sagaflow.dev/complaints",
+        "secret/sagaflow-smtp",
+    ] {
+        assert!(applied.contains(what), "{what} in {applied}");
+    }
     k.cleanup().await;
 }

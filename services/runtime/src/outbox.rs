@@ -97,6 +97,11 @@ pub trait Outbox: Send + Sync + 'static {
     async fn mark_published(&self, ids: &[u64]) -> Result<(), StoreError>;
     /// Rows not yet published.
     async fn backlog(&self) -> Result<u64, StoreError>;
+    /// Gives back rows taken by `pending` that were not published (a publish failed), so that
+    /// they are retried at once rather than when the claim runs out.
+    async fn release(&self, _ids: &[u64]) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// The outbox of an embedded database.
@@ -317,6 +322,21 @@ CREATE TABLE IF NOT EXISTS own_streams (
                 .execute(&self.pool)
                 .await
                 .map_err(unavailable("marking outbox rows"))?;
+            Ok(())
+        }
+
+        async fn release(&self, ids: &[u64]) -> Result<(), StoreError> {
+            let ids: Vec<i64> = ids
+                .iter()
+                .map(|i| i64::try_from(*i).unwrap_or(i64::MAX))
+                .collect();
+            sqlx::query(
+                "UPDATE outbox SET claimed_until = NULL WHERE id = ANY($1) AND published_at IS NULL",
+            )
+            .bind(&ids)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable("releasing outbox rows"))?;
             Ok(())
         }
 

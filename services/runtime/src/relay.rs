@@ -104,10 +104,23 @@ impl Relay {
         }
         let mut done = Vec::with_capacity(rows.len());
         for row in &rows {
-            self.bus.publish(&message_of(row)).await?;
-            self.streams
-                .append(&row.stream, &entry_of(row), self.stream_max_len)
-                .await?;
+            let sent = async {
+                self.bus.publish(&message_of(row)).await?;
+                self.streams
+                    .append(&row.stream, &entry_of(row), self.stream_max_len)
+                    .await?;
+                Ok::<(), RelayError>(())
+            }
+            .await;
+            if let Err(e) = sent {
+                // Keep what went out, give the rest back for the next attempt (by any relay).
+                if !done.is_empty() {
+                    self.outbox.mark_published(&done).await?;
+                }
+                let rest: Vec<u64> = rows.iter().skip(done.len()).map(|r| r.id).collect();
+                self.outbox.release(&rest).await?;
+                return Err(e);
+            }
             done.push(row.id);
             self.metrics.relayed(&row.event_type);
         }

@@ -64,6 +64,12 @@ async fn two_relays_never_claim_the_same_outbox_row() {
         .await
         .expect("mark");
     assert_eq!(outbox.backlog().await.expect("backlog"), b.len() as u64);
+
+    // Rows given back after a failed publish are handed out again at once, not after the claim.
+    let ids: Vec<u64> = b.iter().map(|r| r.id).collect();
+    outbox.release(&ids).await.expect("release");
+    let again = outbox.pending(10).await.expect("claim");
+    assert_eq!(again.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
 }
 
 #[tokio::test]

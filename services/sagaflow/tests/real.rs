@@ -464,6 +464,65 @@ async fn the_saga_runs_on_four_processes_and_the_real_backends() {
     r.clean().await;
 }
 
+/// With `TOPOLOGY=external` (what the operator sets) the services declare nothing: what they
+/// publish and consume waits until someone else (an EventPipeline) declares the topology.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_external_topology_the_services_wait_for_it_and_then_carry_on() {
+    let r = run().await;
+    let mut env = r.env.clone();
+    env.push(("TOPOLOGY".into(), "external".into()));
+    let complaint = serve("complaint", &env);
+    let _notification = serve("notification", &env);
+    let res = r
+        .client
+        .post(format!("{}/api/complaints", complaint.url))
+        .json(&json!({"userId": "carol", "title": "Fridge", "description": "Warm", "priority": "LOW", "category": "home"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(
+        res.status(),
+        201,
+        "commands are taken while the topology is missing"
+    );
+    let queues: Vec<Value> = r
+        .client
+        .get(format!("{}/api/queues/{}", r.management, r.vhost))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+        .expect("queues")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        queues.is_empty(),
+        "the services declared nothing: {queues:?}"
+    );
+
+    // What the EventPipeline's reconciler does, through the runtime's own adapter here.
+    let url = env
+        .iter()
+        .find(|(k, _)| k == "RABBITMQ_URL")
+        .map(|(_, v)| v.clone())
+        .expect("RABBITMQ_URL");
+    use sagaflow_runtime::bus::MessageBus;
+    let bus = sagaflow_runtime::bus::rabbitmq::RabbitBus::open(&url)
+        .await
+        .expect("RabbitMQ");
+    bus.declare(&sagaflow_runtime::bus::topology::default_queues())
+        .await
+        .expect("declare the topology");
+    let sink = env_or("TEST_SMTP_SINK", "http://127.0.0.1:8025");
+    let to = format!("carol@{}.example.com", r.id);
+    eventually("the creation mail once the topology exists", || async {
+        let mails = get(&r.client, format!("{sink}/messages?to={to}")).await;
+        (mails.as_array()?.len() == 1).then_some(())
+    })
+    .await;
+    r.clean().await;
+}
+
 fn rabbitmqctl(args: &[&str]) {
     let out = Command::new("rabbitmqctl")
         .args(args)
