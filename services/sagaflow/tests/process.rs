@@ -603,3 +603,56 @@ async fn kill_9_in_the_middle_of_sagas_loses_and_doubles_nothing() {
         }
     }
 }
+
+/// Schemathesis (PyPI, installed by `scripts/backends` into its Python environment) generates
+/// requests from each service's `/openapi.json`, valid and invalid, including stateful
+/// sequences, against the running all-in-one: no 5xx, every status code, content type, header
+/// and body as the document says, and invalid input refused.
+#[test]
+fn schemathesis_finds_no_server_error_and_no_answer_outside_the_documents() {
+    let tool = std::env::var("TEST_SCHEMATHESIS").unwrap_or_else(|_| {
+        panic!("TEST_SCHEMATHESIS is not set: run `scripts/backends` (it installs schemathesis and prints SCHEMATHESIS=<path>) and export it as TEST_SCHEMATHESIS (./scripts/test does both)")
+    });
+    let examples = std::env::var("TEST_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "40".into());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let running = all_in_one(dir.path());
+    for service in [
+        "complaint-service",
+        "notification-service",
+        "audit-service",
+        "event-store",
+    ] {
+        let out = Command::new(&tool)
+            .args([
+                "run",
+                &format!("{}/openapi.json", running.url(service)),
+                "--checks",
+                "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection",
+                "--max-examples",
+                &examples,
+                "--workers",
+                "2",
+                "--seed",
+                "20261125",
+                "--no-color",
+            ])
+            .env("SCHEMATHESIS_HOOKS", "")
+            .output()
+            .expect("schemathesis runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let summary = text
+            .lines()
+            .filter(|l| {
+                l.contains(" generated, ") || (l.starts_with("=====") && l.contains(" in "))
+            })
+            .map(|l| l.trim_matches(|c: char| c == '=' || c.is_whitespace()))
+            .collect::<Vec<_>>()
+            .join(" | ");
+        println!("schemathesis {service}: {summary}");
+        assert!(
+            out.status.success(),
+            "schemathesis found failures on {service}:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -62,6 +62,22 @@ async fn statuses(store: &Arc<dyn NotificationStore>, id: &str) -> Vec<(String, 
         .collect()
 }
 
+/// Without a complaint, the history is the latest mails of all complaints, newest first.
+pub async fn the_whole_history_lists_the_latest_mails(store: Arc<dyn NotificationStore>) {
+    for id in ["c1", "c2"] {
+        store
+            .plan(&history(id)[0], &addressing())
+            .await
+            .expect("plan");
+    }
+    let all = store.history(None, 10).await.expect("the whole history");
+    assert_eq!(all.len(), 4, "{all:?}");
+    assert_eq!(all[0]["complaintId"], "c2", "newest first");
+    let latest = store.history(None, 1).await.expect("limited");
+    assert_eq!(latest.len(), 1);
+    assert_eq!(latest[0], all[0]);
+}
+
 pub async fn an_event_plans_its_mails_once(store: Arc<dyn NotificationStore>) {
     let h = history("c1");
     assert_eq!(
@@ -218,6 +234,7 @@ pub async fn an_event_of_an_unknown_complaint_is_refused(store: Arc<dyn Notifica
 macro_rules! notification_conformance {
     ($new:expr) => {
         $crate::notification_conformance!(@tests $new;
+            the_whole_history_lists_the_latest_mails,
             an_event_plans_its_mails_once,
             sent_and_failed_mails_are_recorded,
             a_compensation_cancels_what_is_pending_and_corrects_who_was_told,

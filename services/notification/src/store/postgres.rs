@@ -360,10 +360,7 @@ impl NotificationStore for PgNotifications {
                 "SELECT * FROM notifications WHERE complaint_id = $1 ORDER BY seq LIMIT $2",
             )
             .bind(id.to_owned()),
-            None => sqlx::query(
-                "SELECT * FROM notifications WHERE $1::TEXT IS NULL ORDER BY seq DESC LIMIT $2",
-            )
-            .bind(None::<String>),
+            None => sqlx::query("SELECT * FROM notifications ORDER BY seq DESC LIMIT $1"),
         }
         .bind(i64::from(limit))
         .fetch_all(&self.pool)

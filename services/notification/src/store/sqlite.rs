@@ -359,10 +359,7 @@ impl NotificationStore for SqliteNotifications {
                 "SELECT * FROM notifications WHERE complaint_id = ? ORDER BY seq LIMIT ?",
             )
             .bind(id.to_owned()),
-            None => sqlx::query(
-                "SELECT * FROM notifications WHERE ?1 IS NULL ORDER BY seq DESC LIMIT ?",
-            )
-            .bind(None::<String>),
+            None => sqlx::query("SELECT * FROM notifications ORDER BY seq DESC LIMIT ?"),
         }
         .bind(i64::from(limit))
         .fetch_all(&self.db.reader)
