@@ -459,6 +459,21 @@ async fn the_saga_runs_on_four_processes_and_the_real_backends() {
         .expect("ready");
     assert_eq!(ready.status(), 200);
 
+    // Nothing a service answers carries the password either: metrics, health, documents.
+    for s in [&complaint, &notification, &audit, &event_store] {
+        for route in ["/metrics", "/health/ready", "/health/live", "/openapi.json"] {
+            let body = client
+                .get(format!("{}{route}", s.url))
+                .send()
+                .await
+                .expect("a route")
+                .text()
+                .await
+                .expect("a body");
+            assert!(!body.is_empty(), "{route} answered nothing");
+            assert!(!body.contains(SECRET), "the password in {route} of {}", s.url);
+        }
+    }
     assert_no_secret(&[&complaint, &notification, &audit, &event_store]);
     drop((complaint, notification, audit, event_store));
     r.clean().await;
