@@ -471,7 +471,11 @@ async fn the_saga_runs_on_four_processes_and_the_real_backends() {
                 .await
                 .expect("a body");
             assert!(!body.is_empty(), "{route} answered nothing");
-            assert!(!body.contains(SECRET), "the password in {route} of {}", s.url);
+            assert!(
+                !body.contains(SECRET),
+                "the password in {route} of {}",
+                s.url
+            );
         }
     }
     assert_no_secret(&[&complaint, &notification, &audit, &event_store]);
