@@ -36,14 +36,33 @@ struct Archiver {
 impl Handler for Archiver {
     async fn handle(&self, incoming: &Incoming) -> Result<(), Failure> {
         let started = Instant::now();
+        let event = &incoming.envelope;
+        let transient_or_business = |e: StoreError| match e {
+            StoreError::Corrupt(e) => Failure::Business(e),
+            StoreError::Unavailable(e) => Failure::Transient(e),
+        };
+        // Events of one aggregate are archived in version order, without gaps: an event whose
+        // predecessor is not here yet waits for it (and is dead-lettered if it never comes).
+        let version = event.metadata.version;
+        if version > 1 {
+            let before = self
+                .archive
+                .stream(&event.aggregate_id, version - 1)
+                .await
+                .map_err(transient_or_business)?;
+            if before.first().map(|e| e.metadata.version) != Some(version - 1) {
+                return Err(Failure::Transient(format!(
+                    "waiting for version {} of {}",
+                    version - 1,
+                    event.aggregate_id
+                )));
+            }
+        }
         let new = self
             .archive
-            .append(&incoming.envelope)
+            .append(event)
             .await
-            .map_err(|e| match e {
-                StoreError::Corrupt(e) => Failure::Business(e),
-                StoreError::Unavailable(e) => Failure::Transient(e),
-            })?;
+            .map_err(transient_or_business)?;
         self.metrics
             .store_append
             .with_label_values(&[SERVICE])
@@ -75,6 +94,7 @@ impl EventStoreService {
         streams: Arc<dyn StreamLog>,
         consumer_name: &str,
         reclaim_after: Duration,
+        max_attempts: u32,
     ) -> Result<Self, StoreError> {
         let metrics = Metrics::new(SERVICE)
             .map_err(|e| StoreError::Unavailable(format!("registering metrics: {e}")))?;
@@ -111,6 +131,8 @@ impl EventStoreService {
                     consumer: consumer_name.to_owned(),
                     handler: handler.clone(),
                     min_idle: reclaim_after,
+                    max_attempts,
+                    attempts: Default::default(),
                     metrics: metrics.clone(),
                 }
                 .run(),

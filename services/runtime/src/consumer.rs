@@ -181,8 +181,9 @@ impl QueueConsumer {
 }
 
 /// One stream's consumer in a consumer group; entries a dead consumer left pending are
-/// reclaimed after `min_idle`. An entry that is not an event, or that the handler refuses for
-/// good, is moved to `<stream>.dlq` with its error, then acked.
+/// reclaimed after `min_idle`. An entry that is not an event, that the handler refuses for
+/// good, or that failed `max_attempts` times, is moved to `<stream>.dlq` with its error, then
+/// acked.
 pub struct StreamConsumer {
     pub streams: Arc<dyn StreamLog>,
     pub stream: String,
@@ -190,6 +191,9 @@ pub struct StreamConsumer {
     pub consumer: String,
     pub handler: Arc<dyn Handler>,
     pub min_idle: Duration,
+    pub max_attempts: u32,
+    /// Failed attempts by entry id, in this process (a restart starts counting again).
+    pub attempts: std::sync::Mutex<std::collections::HashMap<String, u32>>,
     pub metrics: Metrics,
 }
 
@@ -295,32 +299,70 @@ impl StreamConsumer {
                 self.streams
                     .ack(&self.stream, &self.group, std::slice::from_ref(&entry.id))
                     .await?;
+                self.attempts
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&entry.id);
                 self.metrics.settled(&self.stream, "ok");
                 self.metrics.processed(event_type, "ok", started.elapsed());
             }
             Err(Failure::Transient(e)) => {
-                // Left pending: reclaimed and tried again after `min_idle`.
-                tracing::warn!(stream = %self.stream, entry = %entry.id, error = %e, "will retry");
-                self.metrics.settled(&self.stream, "retried");
-                self.metrics
-                    .processed(event_type, "retried", started.elapsed());
+                let attempts = {
+                    let mut all = self
+                        .attempts
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let n = all.entry(entry.id.clone()).or_insert(0);
+                    *n += 1;
+                    *n
+                };
+                if attempts >= self.max_attempts {
+                    self.dead_letter(
+                        entry,
+                        &format!("gave up after {attempts} attempts: {e}"),
+                        event_type,
+                        started,
+                    )
+                    .await?;
+                } else {
+                    // Left pending: reclaimed and tried again after `min_idle`.
+                    tracing::warn!(stream = %self.stream, entry = %entry.id, attempts, error = %e, "will retry");
+                    self.metrics.settled(&self.stream, "retried");
+                    self.metrics
+                        .processed(event_type, "retried", started.elapsed());
+                }
             }
             Err(Failure::Business(e)) => {
-                let mut fields = entry.fields.clone();
-                fields.insert("error".into(), e.clone());
-                fields.insert("entryId".into(), entry.id.clone());
-                self.streams
-                    .append(&format!("{}.dlq", self.stream), &fields, None)
-                    .await?;
-                self.streams
-                    .ack(&self.stream, &self.group, std::slice::from_ref(&entry.id))
-                    .await?;
-                tracing::error!(stream = %self.stream, entry = %entry.id, error = %e, "moved to the stream's DLQ");
-                self.metrics.settled(&self.stream, "dead_lettered");
-                self.metrics
-                    .processed(event_type, "dead_lettered", started.elapsed());
+                self.dead_letter(entry, &e, event_type, started).await?;
             }
         }
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        entry: &Entry,
+        error: &str,
+        event_type: &str,
+        started: Instant,
+    ) -> Result<(), crate::streams::StreamError> {
+        let mut fields = entry.fields.clone();
+        fields.insert("error".into(), error.to_owned());
+        fields.insert("entryId".into(), entry.id.clone());
+        self.streams
+            .append(&format!("{}.dlq", self.stream), &fields, None)
+            .await?;
+        self.streams
+            .ack(&self.stream, &self.group, std::slice::from_ref(&entry.id))
+            .await?;
+        self.attempts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&entry.id);
+        tracing::error!(stream = %self.stream, entry = %entry.id, error, "moved to the stream's DLQ");
+        self.metrics.settled(&self.stream, "dead_lettered");
+        self.metrics
+            .processed(event_type, "dead_lettered", started.elapsed());
         Ok(())
     }
 }

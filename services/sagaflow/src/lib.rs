@@ -309,6 +309,7 @@ impl AllInOne {
                 pipeline.streams.clone(),
                 "event-store-1",
                 config.reclaim_after,
+                config.retry.max_attempts,
             )
             .await
             .context("starting the event store")?;

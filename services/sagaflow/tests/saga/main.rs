@@ -8,5 +8,6 @@ mod helpers;
 mod compensation;
 mod deadlines;
 mod full;
+mod hostile;
 mod openapi;
 mod redelivery;

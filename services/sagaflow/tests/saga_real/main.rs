@@ -15,5 +15,7 @@ mod compensation;
 mod deadlines;
 #[path = "../saga/full.rs"]
 mod full;
+#[path = "../saga/hostile.rs"]
+mod hostile;
 #[path = "../saga/redelivery.rs"]
 mod redelivery;
