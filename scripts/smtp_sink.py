@@ -3,7 +3,8 @@ chosen recipients, so that tests can drive retries (451) and compensation (550).
 
 SMTP on 127.0.0.1:--smtp-port. HTTP on 127.0.0.1:--http-port:
   GET    /health                      200 "ok"
-  GET    /messages[?to=ADDR]          the captured mails, oldest first (JSON)
+  GET    /messages[?to=ADDR][&domain=D]  the captured mails, oldest first (JSON); `to`: sent
+                                      to ADDR, `domain`: to an address @D
   DELETE /messages                    forget them
   PUT    /rules  {"permanent": RE, "transient": RE}
                                       recipients matching `permanent` get 550, `transient` 451
@@ -66,9 +67,15 @@ class Api(BaseHTTPRequestHandler):
         if url.path == "/health":
             return self._send(200, "ok")
         if url.path == "/messages":
-            to = parse_qs(url.query).get("to", [None])[0]
+            query = parse_qs(url.query)
+            to = query.get("to", [None])[0]
+            domain = query.get("domain", [None])[0]
             with LOCK:
-                items = [m for m in MESSAGES if to is None or to in m["to"]]
+                items = [
+                    m for m in MESSAGES
+                    if (to is None or to in m["to"])
+                    and (domain is None or any(r.endswith("@" + domain) for r in m["to"]))
+                ]
             return self._send(200, items)
         self._send(404, {"error": "no such route"})
 

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SecretKeySelector, SecurityContext, Service as KService, ServicePort,
-    ServiceSpec, Volume, VolumeMount,
+    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, SecretKeySelector, SecurityContext, Service as KService,
+    ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -240,6 +240,20 @@ pub fn workloads(
             if kind.smtp {
                 env.push(secret_env("SMTP_URL", &spec.smtp));
             }
+            if kind.name == "event-store" {
+                // Each replica its own name in the stream's consumer group.
+                env.push(EnvVar {
+                    name: "CONSUMER_NAME".into(),
+                    value_from: Some(EnvVarSource {
+                        field_ref: Some(ObjectFieldSelector {
+                            field_path: "metadata.name".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+            }
             let mut pod_labels = labels(saga, kind.name);
             pod_labels.insert("sagaflow.dev/scrape".into(), "true".into());
             let container = Container {
@@ -391,12 +405,12 @@ mod tests {
             .expect("env")
             .iter()
             .map(|e| {
-                let r = e
-                    .value_from
-                    .as_ref()
-                    .and_then(|v| v.secret_key_ref.as_ref())
-                    .expect("from a secret");
-                (e.name.clone(), format!("{}/{}", r.name, r.key))
+                let from = e.value_from.as_ref().expect("from a secret or the pod");
+                match (&from.secret_key_ref, &from.field_ref) {
+                    (Some(r), _) => (e.name.clone(), format!("{}/{}", r.name, r.key)),
+                    (None, Some(f)) => (e.name.clone(), format!("pod:{}", f.field_path)),
+                    _ => panic!("{} comes from neither", e.name),
+                }
             })
             .collect()
     }
@@ -432,6 +446,7 @@ mod tests {
                 ("RABBITMQ_URL".into(), "rabbit/url".into()),
                 ("REDIS_URL".into(), "redis/uri".into()),
                 ("MONGODB_URL".into(), "mongo/url".into()),
+                ("CONSUMER_NAME".into(), "pod:metadata.name".into()),
             ]
         );
         for w in &all {

@@ -61,7 +61,14 @@ impl Sender {
         };
         match self.mailer.send(&mail).await {
             Ok(()) => {
-                self.store.sent(due).await?;
+                // The mail is out: recording it must not give up, or the mail would be sent
+                // again once its claim runs out (a store that is away comes back).
+                let mut pause = Duration::from_millis(100);
+                while let Err(e) = self.store.sent(due).await {
+                    tracing::warn!(notificationId = %due.notification_id, error = %e, "recording a sent mail; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(3));
+                }
                 self.metrics.event_published("NOTIFICATION_SENT");
                 tracing::info!(template = %due.template, recipient = %due.recipient, aggregateId = %due.complaint_id, correlationId = %due.correlation_id, "mail sent");
             }

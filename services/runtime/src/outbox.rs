@@ -210,6 +210,12 @@ CREATE TABLE IF NOT EXISTS own_streams (
 );
 "#;
 
+    /// A later migration of the same schemas: finds an aggregate's unpublished rows at once.
+    pub const SCHEMA_BY_AGGREGATE: &str = r#"
+CREATE INDEX IF NOT EXISTS outbox_unpublished_by_aggregate ON outbox (aggregate_id, id)
+    WHERE published_at IS NULL;
+"#;
+
     /// How long a relay owns the rows it claimed.
     const CLAIM_SECONDS: f64 = 30.0;
 
@@ -294,19 +300,38 @@ CREATE TABLE IF NOT EXISTS own_streams (
 
     #[async_trait]
     impl super::Outbox for PgOutbox {
-        /// Claims up to `limit` unpublished rows no other relay holds.
+        /// Claims up to `limit` unpublished rows no other relay holds, oldest first, and never
+        /// a row of an aggregate while another relay holds an earlier row of it: each
+        /// aggregate's events are published in version order even with several relays (one
+        /// of which may have died holding its claim). Claims are taken one relay at a time, so
+        /// that each sees the others' committed claims.
         async fn pending(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err(unavailable("claiming outbox rows"))?;
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.outbox'))")
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable("claiming outbox rows"))?;
             let rows = sqlx::query(
                 "UPDATE outbox SET claimed_until = now() + make_interval(secs => $2) WHERE id IN ( \
-                   SELECT id FROM outbox WHERE published_at IS NULL AND (claimed_until IS NULL OR claimed_until < now()) \
-                   ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+                   SELECT o.id FROM outbox o WHERE o.published_at IS NULL \
+                     AND (o.claimed_until IS NULL OR o.claimed_until < now()) \
+                     AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.aggregate_id = o.aggregate_id \
+                       AND p.id < o.id AND p.published_at IS NULL AND p.claimed_until >= now()) \
+                   ORDER BY o.id LIMIT $1 FOR UPDATE SKIP LOCKED) \
                  RETURNING id, event_id, aggregate_id, correlation_id, event_type, exchange, routing_key, stream, payload",
             )
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .bind(CLAIM_SECONDS)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await
             .map_err(unavailable("claiming outbox rows"))?;
+            tx.commit()
+                .await
+                .map_err(unavailable("claiming outbox rows"))?;
             let mut out: Vec<OutboxRow> = rows.iter().map(row).collect();
             out.sort_by_key(|r| r.id);
             Ok(out)

@@ -72,6 +72,47 @@ async fn two_relays_never_claim_the_same_outbox_row() {
     assert_eq!(again.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
 }
 
+/// With several relays, an aggregate's later row is not published while another relay holds an
+/// earlier one (it may have died holding it): events leave in version order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_relay_takes_an_aggregate_s_later_row_while_another_holds_an_earlier_one() {
+    use sagaflow_runtime::event_log::conformance::event;
+    let log = log().await;
+    for (stream, versions) in [("x", 1..=3u64), ("y", 1..=1)] {
+        for v in versions {
+            log.append(AppendRequest {
+                stream_id: stream.into(),
+                expected: ExpectedVersion(v - 1),
+                events: vec![event(stream, v)],
+                idempotency: None,
+            })
+            .await
+            .expect("append");
+        }
+    }
+    let outbox = log.outbox();
+    let a = outbox.pending(1).await.expect("claim");
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].aggregate_id, "x", "the oldest row: x's first");
+    let b = outbox.pending(10).await.expect("claim");
+    assert_eq!(
+        b.iter()
+            .map(|r| r.aggregate_id.as_str())
+            .collect::<Vec<_>>(),
+        ["y"],
+        "x's later rows wait while x's first is held"
+    );
+    outbox.mark_published(&[a[0].id]).await.expect("mark");
+    let c = outbox.pending(10).await.expect("claim");
+    assert_eq!(
+        c.iter()
+            .map(|r| r.aggregate_id.as_str())
+            .collect::<Vec<_>>(),
+        ["x", "x"],
+        "once it is published, the rest of x goes, in order"
+    );
+}
+
 #[tokio::test]
 async fn a_password_never_shows_in_the_error() {
     let err = PostgresEventLog::open("postgres://app:hunter2@127.0.0.1:1/test", "t_x")

@@ -68,6 +68,9 @@ pub struct Config {
     pub stream_max_len: u64,
     /// How long a stream entry stays pending before another consumer takes it over.
     pub reclaim_after: Duration,
+    /// `CONSUMER_NAME`: this process's name in the event store's consumer group (each replica
+    /// needs its own; the operator gives each pod its name).
+    pub consumer_name: String,
     /// The mailer; the mailbox under the data directory when `None`.
     pub mailer: Option<Arc<dyn Mailer>>,
     /// Run only this service (its name, e.g. `audit-service`); all four when `None`.
@@ -97,6 +100,7 @@ impl Config {
             },
             stream_max_len: 1_000_000,
             reclaim_after: Duration::from_secs(30),
+            consumer_name: "event-store-1".into(),
             mailer: None,
             only: None,
         }
@@ -307,7 +311,7 @@ impl AllInOne {
                 config.mongodb_url.as_deref(),
                 pipeline.bus.clone(),
                 pipeline.streams.clone(),
-                "event-store-1",
+                &config.consumer_name,
                 config.reclaim_after,
                 config.retry.max_attempts,
             )
@@ -427,6 +431,20 @@ pub fn apply_env(
             ));
         }
     }
+    if let Some(name) = var(env, "CONSUMER_NAME") {
+        if name.is_empty()
+            || name.len() > 200
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_:.".contains(c))
+        {
+            return Err(bad(
+                "CONSUMER_NAME",
+                format!("1-200 letters, digits and -_:. only, got {name:?}"),
+            ));
+        }
+        config.consumer_name = name;
+    }
     if let Some(prefix) = var(env, "STREAM_PREFIX") {
         if !prefix
             .chars()
@@ -447,6 +465,7 @@ pub fn apply_env(
         ("ESCALATION_INTERVAL", &mut config.saga.escalation_interval),
         ("RETRY_BASE_DELAY", &mut config.retry.base),
         ("RETRY_MAX_DELAY", &mut config.retry.cap),
+        ("STREAM_RECLAIM_AFTER", &mut config.reclaim_after),
     ] {
         if let Some(v) = var(env, name) {
             let d = duration(name, &v)?;

@@ -9,12 +9,12 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sqlx::Connection;
+
+#[path = "support/backends.rs"]
+mod backends;
+use backends::{SECRET, env_or, run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sagaflow");
-
-/// The password in the run's URLs; no log line may contain it.
-const SECRET: &str = "pw-9f3c-never-logged";
 
 /// Asserts that no log line of these services shows the password.
 fn assert_no_secret(services: &[&Service]) {
@@ -27,10 +27,6 @@ fn assert_no_secret(services: &[&Service]) {
         }
     }
     assert!(lines > 20, "the services logged only {lines} lines");
-}
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
 struct Service {
@@ -100,24 +96,6 @@ fn serve(name: &str, env: &[(String, String)]) -> Service {
     }
 }
 
-async fn vhost(client: &reqwest::Client, management: &str, name: &str) {
-    let put = client
-        .put(format!("{management}/api/vhosts/{name}"))
-        .basic_auth("guest", Some("guest"))
-        .send()
-        .await;
-    let put = put.unwrap_or_else(|e| panic!("RabbitMQ's management API is not answering at {management}: {e}. Start it with scripts/backends rabbitmq"));
-    assert!(put.status().is_success(), "creating vhost {name}");
-    let perms = client
-        .put(format!("{management}/api/permissions/{name}/guest"))
-        .basic_auth("guest", Some("guest"))
-        .json(&json!({"configure": ".*", "write": ".*", "read": ".*"}))
-        .send()
-        .await
-        .expect("permissions");
-    assert!(perms.status().is_success(), "granting guest on {name}");
-}
-
 async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
@@ -142,128 +120,6 @@ async fn get(client: &reqwest::Client, url: String) -> Value {
         .json()
         .await
         .expect("json")
-}
-
-/// Namespaces of one run on every backend, and the environment of its services.
-struct Run {
-    id: String,
-    client: reqwest::Client,
-    admin: sqlx::PgConnection,
-    management: String,
-    vhost: String,
-    redis: String,
-    prefix: String,
-    env: Vec<(String, String)>,
-}
-
-async fn run() -> Run {
-    let run = uuid::Uuid::new_v4().simple().to_string();
-    let client = reqwest::Client::new();
-    let pg = env_or(
-        "TEST_DATABASE_URL",
-        "postgres://postgres@127.0.0.1:5432/test",
-    );
-    let mut admin = sqlx::PgConnection::connect(&pg).await.unwrap_or_else(|e| {
-        panic!("PostgreSQL is not answering at {pg}: {e}. Start it with scripts/backends postgres")
-    });
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE t_{run}")))
-        .execute(&mut admin)
-        .await
-        .expect("create database");
-    // PostgreSQL trusts loopback, so any password is accepted: this one must never be logged.
-    let database = format!(
-        "{}/t_{run}",
-        pg.rsplit_once('/').map_or(pg.as_str(), |(base, _)| base)
-    )
-    .replacen(
-        "postgres://postgres@",
-        &format!("postgres://postgres:{SECRET}@"),
-        1,
-    );
-    let management = env_or("TEST_RABBITMQ_MANAGEMENT", "http://127.0.0.1:15672");
-    let vhost_name = format!(
-        "t-{}-{run}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    );
-    vhost(&client, &management, &vhost_name).await;
-    let user = format!("u{run}");
-    let made = client
-        .put(format!("{management}/api/users/{user}"))
-        .basic_auth("guest", Some("guest"))
-        .json(&json!({"password": SECRET, "tags": ""}))
-        .send()
-        .await
-        .expect("create a RabbitMQ user");
-    assert!(made.status().is_success(), "creating user {user}");
-    let perms = client
-        .put(format!("{management}/api/permissions/{vhost_name}/{user}"))
-        .basic_auth("guest", Some("guest"))
-        .json(&json!({"configure": ".*", "write": ".*", "read": ".*"}))
-        .send()
-        .await
-        .expect("permissions");
-    assert!(perms.status().is_success());
-    let mongo = env_or(
-        "TEST_MONGODB_URL",
-        "mongodb://127.0.0.1:27017/?directConnection=true",
-    );
-    let mongo = mongo.replacen("/?", &format!("/t_{run}?"), 1);
-    let redis = env_or("TEST_REDIS_URL", "redis://127.0.0.1:6379");
-    let prefix = format!("t{run}:");
-    let env: Vec<(String, String)> = [
-        ("DATABASE_URL", database),
-        (
-            "RABBITMQ_URL",
-            format!("amqp://{user}:{SECRET}@127.0.0.1:5672/{vhost_name}"),
-        ),
-        ("REDIS_URL", redis.clone()),
-        ("STREAM_PREFIX", prefix.clone()),
-        ("MONGODB_URL", mongo),
-        ("SMTP_URL", env_or("TEST_SMTP_URL", "smtp://127.0.0.1:2525")),
-        ("NOTIFY_EMAIL_DOMAIN", format!("{run}.example.com")),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-
-    Run {
-        id: run,
-        client,
-        admin,
-        management,
-        vhost: vhost_name,
-        redis,
-        prefix,
-        env,
-    }
-}
-
-impl Run {
-    /// Drops what the run created.
-    async fn clean(mut self) {
-        let _ = self
-            .client
-            .delete(format!("{}/api/users/u{}", self.management, self.id))
-            .basic_auth("guest", Some("guest"))
-            .send()
-            .await;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE t_{} WITH (FORCE)",
-            self.id
-        )))
-        .execute(&mut self.admin)
-        .await
-        .expect("drop database");
-        let _ = self
-            .client
-            .delete(format!("{}/api/vhosts/{}", self.management, self.vhost))
-            .basic_auth("guest", Some("guest"))
-            .send()
-            .await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,6 +43,7 @@ CREATE INDEX entries_trigger ON entries (trigger_event_id);
     ),
     (2, sagaflow_runtime::inbox::pg::SCHEMA),
     (3, sagaflow_runtime::outbox::pg::SCHEMA),
+    (4, sagaflow_runtime::outbox::pg::SCHEMA_BY_AGGREGATE),
 ];
 
 #[derive(Debug, Clone)]

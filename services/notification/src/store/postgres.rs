@@ -22,6 +22,7 @@ pub const MIGRATIONS: &[Migration] = &[
     (1, TABLES),
     (2, sagaflow_runtime::inbox::pg::SCHEMA),
     (3, sagaflow_runtime::outbox::pg::SCHEMA),
+    (4, sagaflow_runtime::outbox::pg::SCHEMA_BY_AGGREGATE),
 ];
 
 const TABLES: &str = r#"

@@ -37,6 +37,7 @@ CREATE TABLE idempotency_keys (
 "#,
     ),
     (2, crate::outbox::pg::SCHEMA),
+    (3, crate::outbox::pg::SCHEMA_BY_AGGREGATE),
 ];
 
 #[derive(Debug, Clone)]

@@ -52,22 +52,36 @@ impl Targets {
 /// A pause between a failed attempt and the next (the server may be down or restarting).
 const BACKOFF: Duration = Duration::from_millis(50);
 
-/// `workers` clients, each running sagas (create → assign → process → close) until `until`,
+/// Tells the clients to stop.
+#[derive(Clone, Default)]
+pub struct Stop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Stop {
+    pub fn now(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    fn running(&self) -> bool {
+        !self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// `workers` clients, each running sagas (create → assign → process → close) until `stop`,
 /// every command sent with the version it read (`If-Match`), a create with an idempotency key
 /// so that a create whose answer was lost can be sent again safely.
-pub async fn drive(targets: Arc<Targets>, workers: usize, until: Instant, ledger: Arc<Ledger>) {
+pub async fn drive(targets: Arc<Targets>, workers: usize, stop: Stop, ledger: Arc<Ledger>) {
     let mut tasks = Vec::new();
     for w in 0..workers {
-        let (targets, ledger) = (targets.clone(), ledger.clone());
+        let (targets, ledger, stop) = (targets.clone(), ledger.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()
                 .expect("a client");
             let mut n = 0;
-            while Instant::now() < until {
+            while stop.running() {
                 n += 1;
-                run_saga(&client, &targets, &ledger, until, &format!("u{w}x{n}")).await;
+                run_saga(&client, &targets, &ledger, &stop, &format!("u{w}x{n}")).await;
             }
         }));
     }
@@ -80,14 +94,14 @@ async fn run_saga(
     client: &reqwest::Client,
     targets: &Targets,
     ledger: &Ledger,
-    until: Instant,
+    stop: &Stop,
     user: &str,
 ) {
     let key = uuid::Uuid::new_v4().to_string();
     let body = json!({"userId": user, "title": format!("Complaint of {user}"),
         "description": "Fault test", "priority": "LOW", "category": "faults"});
     let id = loop {
-        if Instant::now() >= until {
+        if !stop.running() {
             return;
         }
         let sent = client
@@ -112,7 +126,7 @@ async fn run_saga(
             }
         }
     };
-    while Instant::now() < until {
+    while stop.running() {
         let base = targets.pick();
         let view: Value = match client
             .get(format!("{base}/api/complaints/{id}"))
@@ -176,8 +190,12 @@ pub struct Report {
     pub commands: usize,
     /// Acknowledged versions missing from the archive or the audit trail, mails never sent.
     pub lost: usize,
-    /// Events archived or audited twice, mails sent twice.
+    /// Events archived or audited twice, a mail planned twice (a second Message-ID).
     pub doubled: usize,
+    /// Mails delivered again with their own Message-ID: a sender killed between the relay's
+    /// acceptance and its own record of it (SMTP cannot be exactly-once; the receiver keeps one
+    /// copy by Message-ID).
+    pub resent: usize,
     pub problems: Vec<String>,
 }
 
@@ -206,7 +224,7 @@ async fn check_one(
     id: &str,
     acked: u64,
     closed: bool,
-    mails: &[String],
+    mails: &[(String, String)],
 ) -> Result<(), (usize, usize, String)> {
     let pending = |what: String| Err((0, 0, what));
     let Some(view) = get(client, format!("{}/api/complaints/{id}", s.complaint)).await else {
@@ -267,11 +285,27 @@ async fn check_one(
         .flat_map(|t| expected_templates(t).iter().copied())
         .collect();
     expected.sort_unstable();
-    let mut got: Vec<&str> = mails.iter().map(String::as_str).collect();
+    // One mail per Message-ID: a copy delivered again under the same id is counted apart.
+    let distinct: BTreeSet<(&str, &str)> = mails
+        .iter()
+        .map(|(t, m)| (t.as_str(), m.as_str()))
+        .collect();
+    let mut got: Vec<&str> = distinct.iter().map(|(t, _)| *t).collect();
     got.sort_unstable();
-    let unique: BTreeSet<&str> = got.iter().copied().collect();
-    if unique.len() < got.len() {
-        return Err((0, got.len() - unique.len(), format!("{id}: mails {got:?}")));
+    let per_template: BTreeMap<&str, usize> = got.iter().fold(BTreeMap::new(), |mut m, t| {
+        *m.entry(*t).or_default() += 1;
+        m
+    });
+    let want_per: BTreeMap<&str, usize> = expected.iter().fold(BTreeMap::new(), |mut m, t| {
+        *m.entry(*t).or_default() += 1;
+        m
+    });
+    let extra: usize = per_template
+        .iter()
+        .map(|(t, n)| n.saturating_sub(*want_per.get(t).unwrap_or(&0)))
+        .sum();
+    if extra > 0 {
+        return Err((0, extra, format!("{id}: mails {got:?}, want {expected:?}")));
     }
     if got != expected {
         return pending(format!("{id}: mails {got:?}, want {expected:?}"));
@@ -304,9 +338,14 @@ pub async fn check(
     let mut final_pass = false;
     loop {
         let by_complaint = mails().await;
+        let resent = by_complaint
+            .values()
+            .map(|m| m.len() - m.iter().collect::<BTreeSet<_>>().len())
+            .sum();
         let mut report = Report {
             sagas: acked.len(),
             commands: ledger.commands.load(Ordering::SeqCst),
+            resent,
             ..Report::default()
         };
         let mut done = true;
@@ -376,5 +415,7 @@ pub mod futures_like {
     use std::future::Future;
     use std::pin::Pin;
 
-    pub type BoxMails = Pin<Box<dyn Future<Output = BTreeMap<String, Vec<String>>> + Send>>;
+    /// Complaint id → (template, Message-ID) of every mail delivered.
+    pub type BoxMails =
+        Pin<Box<dyn Future<Output = BTreeMap<String, Vec<(String, String)>>> + Send>>;
 }

@@ -5,6 +5,9 @@
 //! `FAULTS_SECONDS` sets how long load and faults last (default 10; the README names the long
 //! run).
 
+#[path = "../support/backends.rs"]
+mod backends;
+mod cluster;
 mod history;
 
 use std::collections::BTreeMap;
@@ -14,7 +17,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use history::{Ledger, Services, Targets};
+use history::{Ledger, Services, Stop, Targets};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sagaflow");
@@ -102,11 +105,13 @@ impl Drop for Proc {
 fn print(kind: &str, report: &history::Report, faults: usize, failed: usize, settled: Duration) {
     println!(
         "{kind}: {} sagas, {} acknowledged commands ({failed} attempts failed during faults), {faults} faults injected, \
-         events lost {}, effects doubled {}, settled in {} ms",
+         events lost {}, effects doubled {}, mails delivered again under their own Message-ID {}, \
+         settled in {} ms",
         report.sagas,
         report.commands,
         report.lost,
         report.doubled,
+        report.resent,
         settled.as_millis()
     );
 }
@@ -152,10 +157,11 @@ async fn the_all_in_one_killed_again_and_again_under_load_loses_and_doubles_noth
 
     let ledger = Arc::new(Ledger::default());
     let until = Instant::now() + Duration::from_secs(seconds());
+    let stop = Stop::default();
     let load = tokio::spawn(history::drive(
         Arc::new(Targets::new(vec![url(0)])),
         6,
-        until,
+        stop.clone(),
         ledger.clone(),
     ));
     let mut faults = 0;
@@ -165,6 +171,7 @@ async fn the_all_in_one_killed_again_and_again_under_load_loses_and_doubles_noth
         faults += 1;
         running = Proc::start(&args, &[], 4);
     }
+    stop.now();
     load.await.expect("the load");
     let settling = Instant::now();
     let services = Services {
@@ -177,14 +184,17 @@ async fn the_all_in_one_killed_again_and_again_under_load_loses_and_doubles_noth
     let mails = move || -> history::futures_like::BoxMails {
         let dir = mailbox_dir.clone();
         Box::pin(async move {
-            let mut by: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            let mut by: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
             let mailbox =
                 sagaflow_notification::mailer::mailbox::Mailbox::open(&dir).expect("mailbox");
             for m in mailbox.read_all().unwrap_or_default() {
                 if let (Some(id), Some(t)) =
                     (m.header("X-Complaint-ID"), m.header("X-Sagaflow-Template"))
                 {
-                    by.entry(id.to_owned()).or_default().push(t.to_owned());
+                    let message_id = m.header("Message-ID").unwrap_or_default().to_owned();
+                    by.entry(id.to_owned())
+                        .or_default()
+                        .push((t.to_owned(), message_id));
                 }
             }
             by
