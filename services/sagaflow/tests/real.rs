@@ -16,7 +16,8 @@ use backends::{SECRET, env_or, run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sagaflow");
 
-/// Asserts that no log line of these services shows the password.
+/// Asserts that nothing these services wrote shows the password: no log line, and no file of
+/// their data directories.
 fn assert_no_secret(services: &[&Service]) {
     let mut lines = 0;
     for s in services {
@@ -24,6 +25,21 @@ fn assert_no_secret(services: &[&Service]) {
         lines += logs.len();
         for l in logs.iter() {
             assert!(!l.contains(SECRET), "a password in a log line: {l}");
+        }
+        let mut dirs = vec![s._dir.path().to_path_buf()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("a data directory").flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if let Ok(bytes) = std::fs::read(&path) {
+                    assert!(
+                        !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+                        "a password in {}",
+                        path.display()
+                    );
+                }
+            }
         }
     }
     assert!(lines > 20, "the services logged only {lines} lines");
@@ -335,6 +351,19 @@ async fn the_saga_runs_on_four_processes_and_the_real_backends() {
         }
     }
     assert_no_secret(&[&complaint, &notification, &audit, &event_store]);
+    let mails = get(
+        &client,
+        format!(
+            "{}/messages?domain={run}.example.com",
+            env_or("TEST_SMTP_SINK", "http://127.0.0.1:8025")
+        ),
+    )
+    .await;
+    assert!(
+        mails.as_array().is_some_and(|m| !m.is_empty()),
+        "the run's mails are in the sink"
+    );
+    assert!(!mails.to_string().contains(SECRET), "a password in a mail");
     drop((complaint, notification, audit, event_store));
     r.clean().await;
 }
