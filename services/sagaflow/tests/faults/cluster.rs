@@ -172,7 +172,7 @@ async fn two_replicas_each_through_kills_and_backend_restarts_lose_and_double_no
             by
         })
     };
-    let report = history::check(&services, &ledger, mails, Duration::from_secs(180)).await;
+    let report = history::check(&services, &ledger, mails, Duration::from_secs(60)).await;
     crate::print(
         &format!("two replicas per service, {backends_restarted} backend restarts"),
         &report,

@@ -320,18 +320,21 @@ async fn check_one(
     Ok(())
 }
 
-/// Waits (up to `settle`) until every acknowledged complaint's history is complete and single,
-/// and the DLQs are empty; reports what was still lost or doubled at the deadline.
+/// Waits until every acknowledged complaint's history is complete and single, and the DLQs are
+/// empty, as long as the system makes progress: it gives up when nothing settled for `stalled`
+/// (or after 15 minutes in all), and reports what was still lost or doubled then.
 pub async fn check(
     services: &Services,
     ledger: &Ledger,
     mails: impl Fn() -> futures_like::BoxMails,
-    settle: Duration,
+    stalled: Duration,
 ) -> Report {
     let client = reqwest::Client::new();
     let acked = ledger.acked.lock().expect("ledger").clone();
     let closed = ledger.closed.lock().expect("ledger").clone();
-    let deadline = Instant::now() + settle;
+    let started = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut fewest = usize::MAX;
     // Histories already complete are not read again until the final pass, which reads them all
     // (an effect doubled late is still seen).
     let mut complete: BTreeSet<String> = BTreeSet::new();
@@ -392,8 +395,14 @@ pub async fn check(
             final_pass = true;
             continue;
         }
-        if done || Instant::now() >= deadline {
-            // What was still missing at the deadline is lost.
+        if report.problems.len() < fewest {
+            fewest = report.problems.len();
+            last_progress = Instant::now();
+        }
+        let given_up =
+            last_progress.elapsed() >= stalled || started.elapsed() >= Duration::from_secs(900);
+        if done || given_up {
+            // What was still missing when the system stopped settling is lost.
             report.lost += pending;
             return report;
         }

@@ -200,7 +200,7 @@ async fn the_all_in_one_killed_again_and_again_under_load_loses_and_doubles_noth
             by
         })
     };
-    let report = history::check(&services, &ledger, mails, Duration::from_secs(120)).await;
+    let report = history::check(&services, &ledger, mails, Duration::from_secs(60)).await;
     print(
         "all-in-one",
         &report,
