@@ -41,7 +41,10 @@ pub fn expired(spec: &LeaseSpec, at: Timestamp) -> bool {
         return true;
     };
     let secs = i64::from(spec.lease_duration_seconds.unwrap_or(15));
-    renewed.0 + SignedDuration::from_secs(secs) < at
+    renewed
+        .0
+        .checked_add(SignedDuration::from_secs(secs))
+        .is_ok_and(|until| until < at)
 }
 
 impl Election {
@@ -64,8 +67,16 @@ impl Election {
         i32::try_from(self.duration.as_secs().max(1)).unwrap_or(i32::MAX)
     }
 
-    /// One attempt to take or renew the Lease.
+    /// One attempt to take or renew the Lease, given up after a third of the Lease's duration
+    /// (an API call that hangs must not outlast the Lease).
     pub async fn try_acquire(&self) -> Result<Attempt, Error> {
+        match tokio::time::timeout(self.duration / 3, self.attempt()).await {
+            Ok(result) => result,
+            Err(_) => Ok(Attempt::Taken("(no answer in time)".into())),
+        }
+    }
+
+    async fn attempt(&self) -> Result<Attempt, Error> {
         let Some(mut lease) = self.api.get_opt(&self.name).await? else {
             let lease = Lease {
                 metadata: ObjectMeta {
@@ -133,18 +144,24 @@ impl Election {
     }
 
     /// Renews the Lease until it cannot: returns when leadership is lost (another holder, or no
-    /// successful renewal for `duration`), after which this process must stop reconciling.
+    /// successful renewal for two thirds of `duration`, so that this process stops before
+    /// anyone may take the Lease over), after which it must stop reconciling at once.
     pub async fn hold(&self) -> String {
         let mut last_renewal = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(self.duration / 3).await;
             match self.try_acquire().await {
                 Ok(Attempt::Held) => last_renewal = tokio::time::Instant::now(),
+                Ok(Attempt::Taken(holder)) if holder.starts_with('(') => {
+                    if last_renewal.elapsed() >= self.duration * 2 / 3 {
+                        return format!("no renewal for {:?}: {holder}", self.duration * 2 / 3);
+                    }
+                }
                 Ok(Attempt::Taken(holder)) => return format!("the Lease is now held by {holder}"),
                 Err(e) => {
                     tracing::warn!(error = %e, "could not renew the Lease");
-                    if last_renewal.elapsed() >= self.duration {
-                        return format!("no renewal for {:?}", self.duration);
+                    if last_renewal.elapsed() >= self.duration * 2 / 3 {
+                        return format!("no renewal for {:?}", self.duration * 2 / 3);
                     }
                 }
             }

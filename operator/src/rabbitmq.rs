@@ -126,6 +126,11 @@ impl Rabbit {
                 let _ = clean.set_password(None);
                 clean
             }
+            // TLS to the broker means TLS to its management API too (port 15671).
+            None if amqp_url.scheme() == "amqps" => {
+                Url::parse(&format!("https://{host}:15671/"))
+                    .map_err(|e| RabbitError::BadUrl(format!("the RabbitMQ host: {e}")))?
+            }
             None => Url::parse(&format!("http://{host}:15672/"))
                 .map_err(|e| RabbitError::BadUrl(format!("the RabbitMQ host: {e}")))?,
         };
@@ -196,9 +201,12 @@ impl Rabbit {
                     url.path()
                 ))))
             }
-            s if s.is_server_error() => Err(RabbitError::Unreachable(
-                self.scrub(format!("{method} {}: {s} {text}", url.path())),
-            )),
+            // The body of a 5xx is left out: it varies from call to call, and a condition
+            // message that changes every time would rewrite the status on every reconcile.
+            s if s.is_server_error() => Err(RabbitError::Unreachable(format!(
+                "{method} {}: {s}",
+                url.path()
+            ))),
             s => Ok((s, text)),
         }
     }
@@ -391,6 +399,12 @@ mod tests {
         );
         let default = Rabbit::new("amqp://h", None).expect("parsed");
         assert_eq!((default.user.as_str(), default.vhost()), ("guest", "/"));
+        let tls = Rabbit::new("amqps://u:p@h/v", None).expect("parsed");
+        assert_eq!(
+            tls.base.as_str(),
+            "https://h:15671/",
+            "credentials never in clear text"
+        );
         let url = r.url(&["queues", "/prod", "a.b"]).expect("a url");
         assert_eq!(url.path(), "/api/queues/%2Fprod/a.b");
     }

@@ -141,13 +141,18 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         done = &mut controllers => Err(anyhow::anyhow!("the controllers stopped by themselves: {done:?}")),
     };
     metrics.leader.set(0);
-    let _ = stop_tx.send(true);
-    if tokio::time::timeout(Duration::from_secs(20), &mut controllers)
-        .await
-        .is_err()
-    {
-        tracing::warn!("reconciles did not finish within 20 s; stopping anyway");
+    if outcome.is_err() {
+        // Someone else may lead now: not one more write.
         controllers.abort();
+    } else {
+        let _ = stop_tx.send(true);
+        if tokio::time::timeout(Duration::from_secs(20), &mut controllers)
+            .await
+            .is_err()
+        {
+            tracing::warn!("reconciles did not finish within 20 s; stopping anyway");
+            controllers.abort();
+        }
     }
     if outcome.is_ok() {
         election.release().await;

@@ -154,8 +154,12 @@ pub fn config_data(
     if let Some(max) = desired::stream_max_len(pipeline) {
         data.insert("STREAM_MAX_LEN".into(), max.to_string());
     }
+    // The user's settings, except what the operator must decide: the port the probes and the
+    // Service use, that the EventPipeline owns the topology, and the stream keys it created.
     for (k, v) in &settings(spec, kind).env {
-        data.insert(k.clone(), v.clone());
+        if !["PORT", "TOPOLOGY", "STREAM_PREFIX", "SAGAFLOW_DATA_DIR"].contains(&k.as_str()) {
+            data.insert(k.clone(), v.clone());
+        }
     }
     data
 }

@@ -406,6 +406,21 @@ async fn cleanup(p: &EventPipeline, ctx: &Ctx) -> Result<Action, Failure> {
             ctx.event(&reference, false, "Deleted", note).await;
             Ok(Action::await_change())
         }
+        // The Secret went first (a namespace being deleted takes it away): nothing can reach
+        // the brokers any more; the pipeline goes, its broker objects stay, and an Event says so.
+        Err(f) if f.reason == "SecretNotFound" || f.reason == "SecretKeyMissing" => {
+            ctx.event(
+                &reference,
+                true,
+                "BrokerObjectsLeft",
+                format!(
+                    "deletionPolicy Delete, but {}: the broker objects are left in place",
+                    f.message
+                ),
+            )
+            .await;
+            Ok(Action::await_change())
+        }
         Err(f) => {
             ctx.event(
                 &reference,

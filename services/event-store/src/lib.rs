@@ -51,7 +51,7 @@ impl Handler for Archiver {
                 .await
                 .map_err(transient_or_business)?;
             if before.first().map(|e| e.metadata.version) != Some(version - 1) {
-                return Err(Failure::Transient(format!(
+                return Err(Failure::OutOfOrder(format!(
                     "waiting for version {} of {}",
                     version - 1,
                     event.aggregate_id

@@ -22,6 +22,9 @@ pub struct Sender {
     pub metrics: Metrics,
 }
 
+/// How long a claimed batch may be worked on (the stores' claims last 60 s).
+const CLAIM_MARGIN: Duration = Duration::from_secs(30);
+
 impl Sender {
     pub async fn run(self: Arc<Self>, tick: Duration) {
         loop {
@@ -42,7 +45,17 @@ impl Sender {
     /// Sends what is due now; returns how many mails it tried.
     pub async fn send_due(&self) -> Result<usize, sagaflow_runtime::event_log::StoreError> {
         let due = self.store.due(32).await?;
-        for mail in &due {
+        let claimed = std::time::Instant::now();
+        for (i, mail) in due.iter().enumerate() {
+            // The stores claim mails for a minute; past half of it, the rest of the batch is
+            // left for a fresh claim rather than sent on a claim another sender may take over.
+            if claimed.elapsed() > CLAIM_MARGIN {
+                tracing::warn!(
+                    left = due.len() - i,
+                    "a slow batch: the rest of its mails wait for a fresh claim"
+                );
+                return Ok(i);
+            }
             self.send(mail).await?;
         }
         Ok(due.len())

@@ -54,9 +54,15 @@ impl RetryPolicy {
 /// Why a handler did not apply an event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Failure {
-    /// Worth trying again (a backend away, an earlier version not applied yet).
+    /// Worth trying again: a backend is away. Retried; on a queue it counts as an attempt (SPEC
+    /// §6, then the DLQ, from which it can be redriven), on a stream never (a stream's DLQ has
+    /// no redrive: an outage must not empty the stream into it).
     #[error("transient: {0}")]
     Transient(String),
+    /// An earlier version of the aggregate is not applied yet: retried, then dead-lettered
+    /// after the last attempt, on queues and streams alike.
+    #[error("out of order: {0}")]
+    OutOfOrder(String),
     /// Will fail the same way every time.
     #[error("business: {0}")]
     Business(String),
@@ -162,11 +168,13 @@ impl QueueConsumer {
                     .await?;
                 (Outcome::DeadLettered, "dead_lettered")
             }
-            Err(Failure::Transient(e)) if d.attempts + 1 >= self.policy.max_attempts => {
+            Err(Failure::Transient(e) | Failure::OutOfOrder(e))
+                if d.attempts + 1 >= self.policy.max_attempts =>
+            {
                 self.bus.dead_letter(d, &e).await?;
                 (Outcome::DeadLettered, "dead_lettered")
             }
-            Err(Failure::Transient(e)) => {
+            Err(Failure::Transient(e) | Failure::OutOfOrder(e)) => {
                 let delay = self.policy.delay(d.attempts + 1);
                 span.in_scope(|| tracing::info!(attempt = d.attempts + 1, delayMs = delay.as_millis() as u64, error = %e, "retrying"));
                 self.bus.retry(d, delay, &e).await?;
@@ -307,6 +315,13 @@ impl StreamConsumer {
                 self.metrics.processed(event_type, "ok", started.elapsed());
             }
             Err(Failure::Transient(e)) => {
+                // A backend away: retried until it is back, never dead-lettered.
+                tracing::warn!(stream = %self.stream, entry = %entry.id, error = %e, "will retry");
+                self.metrics.settled(&self.stream, "retried");
+                self.metrics
+                    .processed(event_type, "retried", started.elapsed());
+            }
+            Err(Failure::OutOfOrder(e)) => {
                 let attempts = {
                     let mut all = self
                         .attempts

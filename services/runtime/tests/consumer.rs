@@ -265,3 +265,62 @@ async fn business_error(real: bool) {
     );
     task.abort();
 }
+
+/// On a stream, a backend away is waited for however long it takes: the entry is not
+/// dead-lettered after the attempts a queue would allow (a stream's DLQ has no redrive), and
+/// is applied once the backend is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_entry_outlives_a_long_outage_and_is_applied_once_the_store_is_back() {
+    use sagaflow_runtime::consumer::StreamConsumer;
+    use sagaflow_runtime::streams::StreamLog;
+    use sagaflow_runtime::streams::sqlite::SqliteStreams;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let streams: Arc<dyn StreamLog> = Arc::new(
+        SqliteStreams::open(&dir.path().join("streams.db"))
+            .await
+            .expect("streams"),
+    );
+    let handler = Arc::new(Flaky {
+        healthy: AtomicBool::new(false),
+        business: false,
+        calls: Mutex::new(Vec::new()),
+        applied: Mutex::new(Vec::new()),
+    });
+    let message = event();
+    streams
+        .append(
+            "complaints-stream",
+            &std::collections::BTreeMap::from([("event".to_owned(), message.body.clone())]),
+            None,
+        )
+        .await
+        .expect("append");
+    let consumer = StreamConsumer {
+        streams: streams.clone(),
+        stream: "complaints-stream".into(),
+        group: "event-store".into(),
+        consumer: "c1".into(),
+        handler: handler.clone(),
+        min_idle: Duration::from_millis(20),
+        max_attempts: 3,
+        attempts: Default::default(),
+        metrics: Metrics::new("event-store").expect("metrics"),
+    };
+    let task = tokio::spawn(consumer.run());
+    until("twice the attempts a queue allows", || {
+        handler.calls.lock().expect("lock").len() >= 6
+    })
+    .await;
+    assert_eq!(
+        streams.len("complaints-stream.dlq").await.expect("len"),
+        0,
+        "not dead-lettered while the store is away"
+    );
+    handler.healthy.store(true, Ordering::SeqCst);
+    until("the entry applied", || {
+        handler.applied.lock().expect("lock").len() == 1
+    })
+    .await;
+    task.abort();
+}

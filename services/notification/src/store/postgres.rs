@@ -156,7 +156,9 @@ impl PgNotifications {
     ) -> Result<(), StoreError> {
         let fail = unavailable("recording a mail");
         let mut tx = self.pool.begin().await.map_err(&fail)?;
-        sqlx::query("UPDATE notifications SET status = $1, attempts = attempts + 1, last_error = $2, sent_at = $3 WHERE notification_id = $4")
+        // Only the sender that holds the mail's claim records it (another may have taken
+        // it over after the claim lapsed and recorded it already): one event per outcome.
+        let settled = sqlx::query("UPDATE notifications SET status = $1, attempts = attempts + 1, last_error = $2, sent_at = $3 WHERE notification_id = $4 AND status IN ('SENDING', 'PENDING')")
             .bind(status)
             .bind(error)
             .bind((status == "SENT").then(now_ms))
@@ -164,6 +166,9 @@ impl PgNotifications {
             .execute(&mut *tx)
             .await
             .map_err(&fail)?;
+        if settled.rows_affected() == 0 {
+            return Ok(());
+        }
         emit(
             &mut tx,
             &mail.complaint_id,

@@ -158,7 +158,9 @@ impl SqliteNotifications {
     ) -> Result<(), StoreError> {
         let fail = unavailable("recording a mail");
         let mut tx = self.db.writer.begin().await.map_err(&fail)?;
-        sqlx::query("UPDATE notifications SET status = ?, attempts = attempts + 1, last_error = ?, sent_at = ? WHERE notification_id = ?")
+        // Only the sender that holds the mail's claim records it (another may have taken
+        // it over after the claim lapsed and recorded it already): one event per outcome.
+        let settled = sqlx::query("UPDATE notifications SET status = ?, attempts = attempts + 1, last_error = ?, sent_at = ? WHERE notification_id = ? AND status IN ('SENDING', 'PENDING')")
             .bind(status)
             .bind(error)
             .bind((status == "SENT").then(now_ms))
@@ -166,6 +168,9 @@ impl SqliteNotifications {
             .execute(&mut *tx)
             .await
             .map_err(&fail)?;
+        if settled.rows_affected() == 0 {
+            return Ok(());
+        }
         emit(
             &mut tx,
             &mail.complaint_id,

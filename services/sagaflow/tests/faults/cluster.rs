@@ -122,12 +122,17 @@ async fn two_replicas_each_through_kills_and_backend_restarts_lose_and_double_no
     // Faults, one at a time: a replica killed (and restarted after a pause), then one backend
     // restarted, in turn, until every backend was restarted once and the time is up.
     let mut faults = 0;
+    let mut notification_kills = 0;
     let mut backends_restarted = 0;
     let backends = ["rabbitmq", "redis", "postgres", "mongodb"];
     while backends_restarted < backends.len() || Instant::now() < until {
         tokio::time::sleep(pause(500, 2000)).await;
         let victim = (pause(0, 1000).as_millis() as usize) % replicas.len();
         replicas[victim].proc.kill();
+        // Replicas 2 and 3 are the notification service's.
+        if victim == 2 || victim == 3 {
+            notification_kills += 1;
+        }
         tokio::time::sleep(pause(100, 1000)).await;
         replicas[victim].restart();
         faults += 1;
@@ -187,6 +192,11 @@ async fn two_replicas_each_through_kills_and_backend_restarts_lose_and_double_no
         "only {backends_restarted} backend restarts"
     );
     crate::assert_clean(&report);
+    assert!(
+        report.resent <= notification_kills,
+        "{} mails delivered again, but only {notification_kills} notification replicas were killed",
+        report.resent
+    );
     drop(replicas);
     run.clean().await;
 }

@@ -20,6 +20,12 @@ async fn completed_saga(sys: &System) -> String {
         (sys.archived(&id).await.len() == 4).then_some(())
     })
     .await;
+    // And the notification events of its six mails, which travel a stream of their own.
+    let notifications = sagaflow_domain::saga::notification_stream(&id);
+    eventually("the notification events archived", || async {
+        (sys.archived(&notifications).await.len() == 6).then_some(())
+    })
+    .await;
     sys.drained().await;
     id
 }
