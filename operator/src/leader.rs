@@ -148,10 +148,21 @@ impl Election {
     /// anyone may take the Lease over), after which it must stop reconciling at once.
     pub async fn hold(&self) -> String {
         let mut last_renewal = tokio::time::Instant::now();
+        let mut failing = false;
         loop {
-            tokio::time::sleep(self.duration / 3).await;
+            // Renew every third of the Lease; after a failed renewal, try again sooner.
+            tokio::time::sleep(if failing {
+                self.duration / 10
+            } else {
+                self.duration / 3
+            })
+            .await;
+            failing = true;
             match self.try_acquire().await {
-                Ok(Attempt::Held) => last_renewal = tokio::time::Instant::now(),
+                Ok(Attempt::Held) => {
+                    last_renewal = tokio::time::Instant::now();
+                    failing = false;
+                }
                 Ok(Attempt::Taken(holder)) if holder.starts_with('(') => {
                     if last_renewal.elapsed() >= self.duration * 2 / 3 {
                         return format!("no renewal for {:?}: {holder}", self.duration * 2 / 3);

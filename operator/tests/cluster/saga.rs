@@ -239,8 +239,16 @@ async fn a_complaint_saga_owns_its_services_repairs_drift_applies_changes_and_cl
         },
     )
     .await;
-    let after = hash(&deployment(&k, "demo-notification").await.expect("d"));
-    assert_ne!(before, after, "the pod template changes, so the pods roll");
+    // The Deployment is applied after its ConfigMap, in the same reconcile.
+    eventually(
+        "the pod template's config hash to change, so the pods roll",
+        60,
+        || async {
+            let after = hash(&deployment(&k, "demo-notification").await?);
+            (after != before).then_some(())
+        },
+    )
+    .await;
 
     // A missing Secret is a condition, not a crash.
     k.create_raw(
