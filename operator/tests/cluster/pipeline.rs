@@ -194,13 +194,15 @@ async fn a_default_pipeline_declares_the_contract_topology_follows_edits_and_del
     for stream in ["complaints-stream", "notifications-stream"] {
         assert_eq!(groups(&k, stream).await, ["event-store"], "{stream}");
     }
-    assert!(
+    // The Event follows the status write.
+    eventually("a Declared Event", 30, || async {
         k.events("main")
             .await
             .iter()
-            .any(|(t, r, _)| t == "Normal" && r == "Declared"),
-        "a Declared Event"
-    );
+            .any(|(t, r, _)| t == "Normal" && r == "Declared")
+            .then_some(())
+    })
+    .await;
 
     // An edit: one queue less, another bound to fewer keys, a new stream group.
     let api = k.api::<EventPipeline>();

@@ -126,7 +126,10 @@ async fn the_operator_runs_on_the_least_privilege_rbac_of_its_manifest() {
         (n == 4).then_some(())
     })
     .await;
-    assert!(!k.events("main").await.is_empty(), "Events are published");
+    eventually("Events published", 30, || async {
+        (!k.events("main").await.is_empty()).then_some(())
+    })
+    .await;
     let pipelines = k.api::<EventPipeline>();
     pipelines
         .delete("main", &DeleteParams::default())
