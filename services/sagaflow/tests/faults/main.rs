@@ -36,15 +36,20 @@ pub fn pause(lo: u64, hi: u64) -> Duration {
     Duration::from_millis(lo + r % (hi - lo).max(1))
 }
 
-/// Ports nobody listens on now.
+/// Ports nobody uses now, below the kernel's ephemeral range (32768 and up on Linux), so that
+/// the many client connections of a run cannot take one between this choice and the
+/// service's bind (restarted services bind the same ports again).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("addr").port())
-        .collect()
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let candidate = 20_000 + (pause(0, 12_000).as_millis() as u16);
+        if !ports.contains(&candidate)
+            && std::net::TcpListener::bind(("127.0.0.1", candidate)).is_ok()
+        {
+            ports.push(candidate);
+        }
+    }
+    ports
 }
 
 /// A `sagaflow` process, killed when dropped.
@@ -78,14 +83,21 @@ impl Proc {
         });
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut listening = 0;
+        let mut said = Vec::new();
         while listening < services {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("sagaflow {args:?} did not listen within 60 s"));
+            let Ok(line) = rx.recv_timeout(left) else {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!(
+                    "sagaflow {args:?} did not listen within 60 s ({status:?}); it said:\n{}",
+                    said.join("\n")
+                );
+            };
             if serde_json::from_str::<Value>(&line).is_ok_and(|l| l["message"] == "listening") {
                 listening += 1;
             }
+            said.push(line);
         }
         Self { child }
     }
