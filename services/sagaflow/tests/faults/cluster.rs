@@ -82,7 +82,10 @@ fn restart_backend(name: &str) {
             "pg_ctlcluster $(ls /usr/lib/postgresql | sort -n | tail -1) main stop -m fast"
         }
         _ => {
-            "kill $(cat ${SAGAFLOW_BACKENDS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sagaflow/backends}/mongodb.pid) && sleep 0.5"
+            // Waits (5 s at most) until the old server is gone, or the start would find it
+            // still answering.
+            "pid=$(cat ${SAGAFLOW_BACKENDS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sagaflow/backends}/mongodb.pid) && kill $pid \
+             && for _ in $(seq 50); do kill -0 $pid 2>/dev/null || exit 0; sleep 0.1; done; exit 1"
         }
     };
     sh(&format!("stopping {name}"), stop);

@@ -132,21 +132,7 @@ async fn start_real(tweak: impl FnOnce(&mut Config)) -> System {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let vhost = format!("t-{secs}-{run}");
-    let put = client
-        .put(format!("{management}/api/vhosts/{vhost}"))
-        .basic_auth("guest", Some("guest"))
-        .send()
-        .await;
-    let put = put.unwrap_or_else(|e| panic!("RabbitMQ's management API is not answering at {management}: {e}. Start it with scripts/backends"));
-    assert!(put.status().is_success(), "creating vhost {vhost}");
-    let perms = client
-        .put(format!("{management}/api/permissions/{vhost}/guest"))
-        .basic_auth("guest", Some("guest"))
-        .json(&json!({"configure": ".*", "write": ".*", "read": ".*"}))
-        .send()
-        .await
-        .expect("permissions");
-    assert!(perms.status().is_success());
+    crate::backends::vhost(&client, &management, &vhost).await;
     c.database = Some(sagaflow_runtime::config::DatabaseUrl::Postgres(format!(
         "{base}/t_{run}"
     )));

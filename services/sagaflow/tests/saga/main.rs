@@ -5,6 +5,9 @@ const REAL: bool = false;
 
 mod helpers;
 
+#[path = "../support/backends.rs"]
+mod backends;
+
 mod compensation;
 mod deadlines;
 mod full;

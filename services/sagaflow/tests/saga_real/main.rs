@@ -9,6 +9,9 @@ const REAL: bool = true;
 #[path = "../saga/helpers.rs"]
 mod helpers;
 
+#[path = "../support/backends.rs"]
+mod backends;
+
 #[path = "../saga/compensation.rs"]
 mod compensation;
 #[path = "../saga/deadlines.rs"]
