@@ -1,6 +1,8 @@
 //! The all-in-one: the four services in one process on the embedded backends, state under one
 //! data directory (locked, so two processes never share it).
 
+pub mod bench;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -44,14 +44,17 @@ enum Commands {
         #[arg(long, default_value_t = 3008)]
         event_store_port: u16,
     },
-    /// Run one service; PORT sets its port. Until the RabbitMQ and Redis adapters land, its
-    /// pipeline is the embedded one under SAGAFLOW_DATA_DIR, so it runs alone.
+    /// Run one service; PORT sets its port, and RABBITMQ_URL with REDIS_URL its pipeline (the
+    /// embedded one under SAGAFLOW_DATA_DIR without them).
     Serve {
         service: Service,
         /// The address to listen on.
         #[arg(long, default_value = "0.0.0.0")]
         host: IpAddr,
     },
+    /// Measure a running system (or, with --embedded, an all-in-one started for the purpose)
+    /// against bare transactions on the same store, in the same run (docs/performance.md).
+    Bench(Box<sagaflow::bench::Args>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -90,6 +93,9 @@ fn main() -> ExitCode {
             return fail(format!("{line} (see sagaflow --help)"));
         }
     };
+    if let Commands::Bench(args) = cli.command {
+        return bench(*args);
+    }
     let env = |name: &str| std::env::var(name).ok();
     let settings = match CommonSettings::from_env(&env) {
         Ok(s) => s,
@@ -116,6 +122,42 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "stopped");
             eprintln!("sagaflow: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(mut args: sagaflow::bench::Args) -> ExitCode {
+    if args.database_url.is_none() {
+        args.database_url = std::env::var("DATABASE_URL").ok();
+    }
+    telemetry::init(
+        "sagaflow-bench",
+        config::LogLevel::Warn,
+        config::LogFormat::Pretty,
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("starting the async runtime: {e}")),
+    };
+    let json = args.json;
+    match runtime.block_on(sagaflow::bench::run(args)) {
+        Ok(report) if json => match serde_json::to_string_pretty(&report) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(format!("writing the report: {e}")),
+        },
+        Ok(report) => {
+            print!("{}", sagaflow::bench::table(&report));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sagaflow bench: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -183,6 +225,12 @@ fn plan(
                 };
             }
             (cfg, Some(*service))
+        }
+        Commands::Bench(_) => {
+            return Err(ConfigError {
+                var: "command",
+                problem: "bench has no service configuration".into(),
+            });
         }
     };
     cfg.database = database;

@@ -15,7 +15,8 @@ use super::{
 };
 use crate::sqlite::Db;
 
-const EVENTS: &str = r#"
+/// The event log's tables (the outbox's are [`crate::outbox::SCHEMA`]).
+pub const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS events (
     position    INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id    TEXT NOT NULL UNIQUE,
@@ -64,7 +65,7 @@ fn to_i64(v: u64) -> i64 {
 impl SqliteEventLog {
     /// Opens or creates the log in `path`.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Db::open(path, &[EVENTS, crate::outbox::SCHEMA])
+        let db = Db::open(path, &[SCHEMA, crate::outbox::SCHEMA])
             .await
             .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", path.display())))?;
         Ok(Self { db })
@@ -72,7 +73,7 @@ impl SqliteEventLog {
 
     /// Opens a `sqlite://` URL.
     pub async fn open_url(url: &str) -> Result<Self, StoreError> {
-        let db = Db::open_url(url, &[EVENTS, crate::outbox::SCHEMA])
+        let db = Db::open_url(url, &[SCHEMA, crate::outbox::SCHEMA])
             .await
             .map_err(|e| StoreError::Unavailable(format!("opening the event log: {e}")))?;
         Ok(Self { db })
