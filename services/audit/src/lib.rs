@@ -34,7 +34,29 @@ struct Recorder {
 #[async_trait]
 impl Handler for Recorder {
     async fn handle(&self, incoming: &Incoming) -> Result<(), Failure> {
-        match self.log.record(&incoming.envelope).await {
+        let recorded = self.log.record(&incoming.envelope).await;
+        self.settle(&incoming.envelope, recorded)
+    }
+
+    async fn handle_all(&self, batch: &[Incoming]) -> Vec<Result<(), Failure>> {
+        let events: Vec<sagaflow_domain::Envelope> =
+            batch.iter().map(|i| i.envelope.clone()).collect();
+        let recorded = self.log.record_all(&events).await;
+        events
+            .iter()
+            .zip(recorded)
+            .map(|(event, r)| self.settle(event, r))
+            .collect()
+    }
+}
+
+impl Recorder {
+    fn settle(
+        &self,
+        event: &sagaflow_domain::Envelope,
+        recorded: Result<Recorded, StoreError>,
+    ) -> Result<(), Failure> {
+        match recorded {
             Ok(Recorded::New { compensation }) => {
                 if let Some(event) = compensation {
                     self.metrics.event_published(&event.event_type);
@@ -46,7 +68,7 @@ impl Handler for Recorder {
             Ok(Recorded::Duplicate) => Ok(()),
             Ok(Recorded::TooEarly { expected }) => Err(Failure::Transient(format!(
                 "waiting for version {expected} of {}",
-                incoming.envelope.aggregate_id
+                event.aggregate_id
             ))),
             Err(StoreError::Unavailable(e)) => Err(Failure::Transient(e)),
             Err(StoreError::Corrupt(e)) => Err(Failure::Business(e)),

@@ -174,6 +174,9 @@ impl ComplaintService {
                 )
             }
         };
+        // Commands that arrive together share one commit (group commit: same durability).
+        let log: Arc<dyn EventLog> =
+            Arc::new(sagaflow_runtime::event_log::group::GroupCommit::new(log));
         let app = Arc::new(ComplaintApp::new(log, views, metrics.clone()));
         let caught = app.projector().catch_up().await?;
         tracing::info!(events = caught, "read model up to date");

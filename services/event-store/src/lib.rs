@@ -35,42 +35,75 @@ struct Archiver {
 #[async_trait]
 impl Handler for Archiver {
     async fn handle(&self, incoming: &Incoming) -> Result<(), Failure> {
+        self.handle_all(std::slice::from_ref(incoming))
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(Failure::Transient("no answer from the archive".into())))
+    }
+
+    /// Events of one aggregate are archived in version order, without gaps: an event whose
+    /// predecessor is neither archived nor earlier in the batch waits for it (and is
+    /// dead-lettered if it never comes). The others are archived in one commit.
+    async fn handle_all(&self, batch: &[Incoming]) -> Vec<Result<(), Failure>> {
         let started = Instant::now();
-        let event = &incoming.envelope;
         let transient_or_business = |e: StoreError| match e {
             StoreError::Corrupt(e) => Failure::Business(e),
             StoreError::Unavailable(e) => Failure::Transient(e),
         };
-        // Events of one aggregate are archived in version order, without gaps: an event whose
-        // predecessor is not here yet waits for it (and is dead-lettered if it never comes).
-        let version = event.metadata.version;
-        if version > 1 {
-            let before = self
-                .archive
-                .stream(&event.aggregate_id, version - 1)
-                .await
-                .map_err(transient_or_business)?;
-            if before.first().map(|e| e.metadata.version) != Some(version - 1) {
-                return Err(Failure::OutOfOrder(format!(
-                    "waiting for version {} of {}",
-                    version - 1,
-                    event.aggregate_id
-                )));
+        let mut results: Vec<Option<Result<(), Failure>>> = vec![None; batch.len()];
+        let mut accepted = Vec::with_capacity(batch.len());
+        let mut in_batch = std::collections::HashSet::new();
+        for (i, incoming) in batch.iter().enumerate() {
+            let event = &incoming.envelope;
+            let version = event.metadata.version;
+            if version > 1 && !in_batch.contains(&(event.aggregate_id.as_str(), version - 1)) {
+                match self.archive.stream(&event.aggregate_id, version - 1).await {
+                    Ok(before)
+                        if before.first().map(|e| e.metadata.version) == Some(version - 1) => {}
+                    Ok(_) => {
+                        results[i] = Some(Err(Failure::OutOfOrder(format!(
+                            "waiting for version {} of {}",
+                            version - 1,
+                            event.aggregate_id
+                        ))));
+                        continue;
+                    }
+                    Err(e) => {
+                        results[i] = Some(Err(transient_or_business(e)));
+                        continue;
+                    }
+                }
             }
+            in_batch.insert((event.aggregate_id.as_str(), version));
+            accepted.push(i);
         }
-        let new = self
-            .archive
-            .append(event)
-            .await
-            .map_err(transient_or_business)?;
-        self.metrics
-            .store_append
-            .with_label_values(&[SERVICE])
-            .observe(started.elapsed().as_secs_f64());
-        if new {
-            self.metrics.store_events.inc();
+        let events: Vec<sagaflow_domain::Envelope> = accepted
+            .iter()
+            .map(|&i| batch[i].envelope.clone())
+            .collect();
+        let appended = self.archive.append_all(&events).await;
+        let took = started.elapsed().as_secs_f64();
+        for (i, result) in accepted.into_iter().zip(appended) {
+            results[i] = Some(match result {
+                Ok(new) => {
+                    self.metrics
+                        .store_append
+                        .with_label_values(&[SERVICE])
+                        .observe(took);
+                    if new {
+                        self.metrics.store_events.inc();
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(transient_or_business(e)),
+            });
         }
-        Ok(())
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| Err(Failure::Transient("no answer from the archive".into())))
+            })
+            .collect()
     }
 }
 

@@ -48,7 +48,29 @@ struct Planner {
 #[async_trait]
 impl Handler for Planner {
     async fn handle(&self, incoming: &Incoming) -> Result<(), Failure> {
-        match self.store.plan(&incoming.envelope, &self.addressing).await {
+        let planned = self.store.plan(&incoming.envelope, &self.addressing).await;
+        self.settle(&incoming.envelope, planned)
+    }
+
+    async fn handle_all(&self, batch: &[Incoming]) -> Vec<Result<(), Failure>> {
+        let events: Vec<sagaflow_domain::Envelope> =
+            batch.iter().map(|i| i.envelope.clone()).collect();
+        let planned = self.store.plan_all(&events, &self.addressing).await;
+        events
+            .iter()
+            .zip(planned)
+            .map(|(event, p)| self.settle(event, p))
+            .collect()
+    }
+}
+
+impl Planner {
+    fn settle(
+        &self,
+        event: &sagaflow_domain::Envelope,
+        planned: Result<Planned, StoreError>,
+    ) -> Result<(), Failure> {
+        match planned {
             Ok(Planned::New { mails, events }) => {
                 if mails > 0 {
                     self.sender.notify_one();
@@ -62,7 +84,7 @@ impl Handler for Planner {
             Ok(Planned::Duplicate) => Ok(()),
             Ok(Planned::TooEarly { expected }) => Err(Failure::Transient(format!(
                 "waiting for version {expected} of {}",
-                incoming.envelope.aggregate_id
+                event.aggregate_id
             ))),
             Ok(Planned::UnknownComplaint(id)) => Err(Failure::Business(format!(
                 "complaint {id} was never created"

@@ -80,6 +80,17 @@ pub struct Incoming {
 pub trait Handler: Send + Sync + 'static {
     /// Applies the event and commits its effect with the inbox record, or says why not.
     async fn handle(&self, incoming: &Incoming) -> Result<(), Failure>;
+
+    /// Applies a batch, in order (at most one event per aggregate when it comes from a queue),
+    /// answering for each. Handlers whose store can commit the lot in one transaction do so;
+    /// by default, one `handle` after the other.
+    async fn handle_all(&self, batch: &[Incoming]) -> Vec<Result<(), Failure>> {
+        let mut results = Vec::with_capacity(batch.len());
+        for incoming in batch {
+            results.push(self.handle(incoming).await);
+        }
+        results
+    }
 }
 
 /// One queue's consumer.
@@ -111,10 +122,8 @@ impl QueueConsumer {
             {
                 Ok(deliveries) => {
                     failures = 0;
-                    for d in deliveries {
-                        if let Err(e) = self.process(&d).await {
-                            tracing::warn!(queue = %self.queue, error = %e, "settling a delivery; it will come back");
-                        }
+                    if let Err(e) = self.process_all(deliveries).await {
+                        tracing::warn!(queue = %self.queue, error = %e, "settling deliveries; they will come back");
                     }
                 }
                 Err(e) => {
@@ -127,56 +136,103 @@ impl QueueConsumer {
         }
     }
 
-    /// Handles and settles one delivery.
-    pub async fn process(&self, d: &Delivery) -> Result<Outcome, crate::bus::BusError> {
+    /// Handles a batch (one call of the handler, which may commit it at once), then settles
+    /// each delivery: the handled ones acked together, the others retried or dead-lettered.
+    /// An ack lost to a crash only means a redelivery, which the handler's inbox skips.
+    pub async fn process_all(
+        &self,
+        deliveries: Vec<Delivery>,
+    ) -> Result<Vec<Outcome>, crate::bus::BusError> {
         let started = Instant::now();
-        let envelope = match Envelope::from_slice(d.message.body.as_bytes()) {
-            Ok(e) => e,
-            Err(e) => {
-                self.bus
-                    .dead_letter(d, &format!("poison message: {e}"))
-                    .await?;
-                self.metrics.settled(&self.queue, "dead_lettered");
-                return Ok(Outcome::DeadLettered);
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        let mut parsed = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            match Envelope::from_slice(d.message.body.as_bytes()) {
+                Ok(envelope) => parsed.push((d, envelope)),
+                Err(e) => {
+                    self.bus
+                        .dead_letter(&d, &format!("poison message: {e}"))
+                        .await?;
+                    self.metrics.settled(&self.queue, "dead_lettered");
+                    outcomes.push(Outcome::DeadLettered);
+                }
             }
-        };
-        let replay = d
-            .message
-            .headers
-            .get(headers::REPLAY)
-            .is_some_and(|v| v == "true");
-        let span = tracing::info_span!("event", service = self.metrics.service, eventType = %envelope.event_type, aggregateId = %envelope.aggregate_id,
-            correlationId = %envelope.metadata.correlation_id, queue = %self.queue);
-        let result = {
+        }
+        if parsed.is_empty() {
+            return Ok(outcomes);
+        }
+        let incoming: Vec<Incoming> = parsed
+            .iter()
+            .map(|(d, envelope)| Incoming {
+                envelope: envelope.clone(),
+                replay: d
+                    .message
+                    .headers
+                    .get(headers::REPLAY)
+                    .is_some_and(|v| v == "true"),
+            })
+            .collect();
+        let results = {
             use tracing::Instrument;
-            self.handler
-                .handle(&Incoming {
-                    envelope: envelope.clone(),
-                    replay,
-                })
-                .instrument(span.clone())
-                .await
+            let span = match parsed.as_slice() {
+                [(_, e)] => {
+                    tracing::info_span!("event", service = self.metrics.service, eventType = %e.event_type, aggregateId = %e.aggregate_id,
+                    correlationId = %e.metadata.correlation_id, queue = %self.queue)
+                }
+                _ => {
+                    tracing::info_span!("events", service = self.metrics.service, queue = %self.queue, count = parsed.len())
+                }
+            };
+            self.handler.handle_all(&incoming).instrument(span).await
         };
-        let (outcome, status) = match result {
-            Ok(()) => {
-                self.bus.ack(d).await?;
-                (Outcome::Acked, "ok")
+        let took = started.elapsed();
+        let mut results = results.into_iter();
+        let mut handled = Vec::new();
+        for (d, envelope) in parsed {
+            let result = results
+                .next()
+                .unwrap_or_else(|| Err(Failure::Transient("the handler gave no answer".into())));
+            match result {
+                Ok(()) => handled.push((d, envelope.event_type)),
+                Err(failure) => outcomes.push(self.settle_failure(&d, &envelope, failure).await?),
             }
-            Err(Failure::Business(e)) => {
+        }
+        let acks: Vec<Delivery> = handled.iter().map(|(d, _)| d.clone()).collect();
+        self.bus.ack_all(&acks).await?;
+        for (_, event_type) in &handled {
+            self.metrics.settled(&self.queue, "ok");
+            self.metrics.processed(event_type, "ok", took);
+            outcomes.push(Outcome::Acked);
+        }
+        Ok(outcomes)
+    }
+
+    /// Retries or dead-letters a delivery its handler did not apply.
+    async fn settle_failure(
+        &self,
+        d: &Delivery,
+        envelope: &Envelope,
+        failure: Failure,
+    ) -> Result<Outcome, crate::bus::BusError> {
+        let started = Instant::now();
+        let (outcome, status) = match failure {
+            Failure::Business(e) => {
                 self.bus
                     .dead_letter(d, &format!("business error: {e}"))
                     .await?;
                 (Outcome::DeadLettered, "dead_lettered")
             }
-            Err(Failure::Transient(e) | Failure::OutOfOrder(e))
+            Failure::Transient(e) | Failure::OutOfOrder(e)
                 if d.attempts + 1 >= self.policy.max_attempts =>
             {
                 self.bus.dead_letter(d, &e).await?;
                 (Outcome::DeadLettered, "dead_lettered")
             }
-            Err(Failure::Transient(e) | Failure::OutOfOrder(e)) => {
+            Failure::Transient(e) | Failure::OutOfOrder(e) => {
                 let delay = self.policy.delay(d.attempts + 1);
-                span.in_scope(|| tracing::info!(attempt = d.attempts + 1, delayMs = delay.as_millis() as u64, error = %e, "retrying"));
+                tracing::info!(queue = %self.queue, eventType = %envelope.event_type, aggregateId = %envelope.aggregate_id,
+                    correlationId = %envelope.metadata.correlation_id, attempt = d.attempts + 1,
+                    delayMs = delay.as_millis() as u64, error = %e, "retrying");
                 self.bus.retry(d, delay, &e).await?;
                 (Outcome::Retried, "retried")
             }
@@ -240,9 +296,7 @@ impl StreamConsumer {
                 return Ok(());
             }
             let before = entries.len();
-            for entry in &entries {
-                self.process(entry).await?;
-            }
+            self.process_all(&entries).await?;
             // Entries that failed transiently stay pending; leave them to the idle reclaim.
             let after = self
                 .streams
@@ -277,78 +331,101 @@ impl StreamConsumer {
                 .await?;
         }
         let n = entries.len();
-        for entry in entries {
-            self.process(&entry).await?;
-        }
+        self.process_all(&entries).await?;
         Ok(n)
     }
 
-    async fn process(&self, entry: &Entry) -> Result<(), crate::streams::StreamError> {
+    /// Handles entries as one batch (one call of the handler), then acks the handled ones
+    /// with one XACK; the others stay pending or go to the stream's DLQ.
+    async fn process_all(&self, entries: &[Entry]) -> Result<(), crate::streams::StreamError> {
         let started = Instant::now();
-        let parsed = entry
-            .fields
-            .get("event")
-            .ok_or_else(|| "no `event` field".to_owned())
-            .and_then(|e| Envelope::from_slice(e.as_bytes()).map_err(|e| e.to_string()));
-        let result = match &parsed {
-            Ok(envelope) => {
-                self.handler
-                    .handle(&Incoming {
-                        envelope: envelope.clone(),
-                        replay: false,
-                    })
-                    .await
-            }
-            Err(e) => Err(Failure::Business(format!("poison entry: {e}"))),
-        };
-        let event_type = parsed.as_ref().map_or("unknown", |e| e.event_type.as_str());
-        match result {
-            Ok(()) => {
-                self.streams
-                    .ack(&self.stream, &self.group, std::slice::from_ref(&entry.id))
-                    .await?;
-                self.attempts
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .remove(&entry.id);
-                self.metrics.settled(&self.stream, "ok");
-                self.metrics.processed(event_type, "ok", started.elapsed());
-            }
-            Err(Failure::Transient(e)) => {
-                // A backend away: retried until it is back, never dead-lettered.
-                tracing::warn!(stream = %self.stream, entry = %entry.id, error = %e, "will retry");
-                self.metrics.settled(&self.stream, "retried");
-                self.metrics
-                    .processed(event_type, "retried", started.elapsed());
-            }
-            Err(Failure::OutOfOrder(e)) => {
-                let attempts = {
-                    let mut all = self
-                        .attempts
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    let n = all.entry(entry.id.clone()).or_insert(0);
-                    *n += 1;
-                    *n
-                };
-                if attempts >= self.max_attempts {
-                    self.dead_letter(
-                        entry,
-                        &format!("gave up after {attempts} attempts: {e}"),
-                        event_type,
-                        started,
-                    )
-                    .await?;
-                } else {
-                    // Left pending: reclaimed and tried again after `min_idle`.
-                    tracing::warn!(stream = %self.stream, entry = %entry.id, attempts, error = %e, "will retry");
-                    self.metrics.settled(&self.stream, "retried");
-                    self.metrics
-                        .processed(event_type, "retried", started.elapsed());
+        let mut parsed = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let envelope = entry
+                .fields
+                .get("event")
+                .ok_or_else(|| "no `event` field".to_owned())
+                .and_then(|e| Envelope::from_slice(e.as_bytes()).map_err(|e| e.to_string()));
+            match envelope {
+                Ok(envelope) => parsed.push((entry, envelope)),
+                Err(e) => {
+                    self.dead_letter(entry, &format!("poison entry: {e}"), "unknown", started)
+                        .await?
                 }
             }
-            Err(Failure::Business(e)) => {
-                self.dead_letter(entry, &e, event_type, started).await?;
+        }
+        if parsed.is_empty() {
+            return Ok(());
+        }
+        let incoming: Vec<Incoming> = parsed
+            .iter()
+            .map(|(_, envelope)| Incoming {
+                envelope: envelope.clone(),
+                replay: false,
+            })
+            .collect();
+        let results = {
+            use tracing::Instrument;
+            let span = tracing::info_span!("events", service = self.metrics.service, stream = %self.stream, count = parsed.len());
+            self.handler.handle_all(&incoming).instrument(span).await
+        };
+        let took = started.elapsed();
+        let mut results = results.into_iter();
+        let mut handled = Vec::new();
+        for (entry, envelope) in parsed {
+            let result = results
+                .next()
+                .unwrap_or_else(|| Err(Failure::Transient("the handler gave no answer".into())));
+            let event_type = envelope.event_type.as_str();
+            match result {
+                Ok(()) => handled.push((entry.id.clone(), envelope.event_type.clone())),
+                Err(Failure::Transient(e)) => {
+                    // A backend away: retried until it is back, never dead-lettered.
+                    tracing::warn!(stream = %self.stream, entry = %entry.id, error = %e, "will retry");
+                    self.metrics.settled(&self.stream, "retried");
+                    self.metrics.processed(event_type, "retried", took);
+                }
+                Err(Failure::OutOfOrder(e)) => {
+                    let attempts = {
+                        let mut all = self
+                            .attempts
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let n = all.entry(entry.id.clone()).or_insert(0);
+                        *n += 1;
+                        *n
+                    };
+                    if attempts >= self.max_attempts {
+                        self.dead_letter(
+                            entry,
+                            &format!("gave up after {attempts} attempts: {e}"),
+                            event_type,
+                            started,
+                        )
+                        .await?;
+                    } else {
+                        // Left pending: reclaimed and tried again after `min_idle`.
+                        tracing::warn!(stream = %self.stream, entry = %entry.id, attempts, error = %e, "will retry");
+                        self.metrics.settled(&self.stream, "retried");
+                        self.metrics.processed(event_type, "retried", took);
+                    }
+                }
+                Err(Failure::Business(e)) => {
+                    self.dead_letter(entry, &e, event_type, started).await?;
+                }
+            }
+        }
+        if !handled.is_empty() {
+            let ids: Vec<String> = handled.iter().map(|(id, _)| id.clone()).collect();
+            self.streams.ack(&self.stream, &self.group, &ids).await?;
+            let mut attempts = self
+                .attempts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (id, event_type) in &handled {
+                attempts.remove(id);
+                self.metrics.settled(&self.stream, "ok");
+                self.metrics.processed(event_type, "ok", took);
             }
         }
         Ok(())

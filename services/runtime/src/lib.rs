@@ -29,3 +29,57 @@ pub mod sqlite;
 pub mod streams;
 pub mod tasks;
 pub mod telemetry;
+
+/// `Result::is_ok` as a function, for [`in_savepoints!`].
+pub fn result_is_ok<T, E>(r: &Result<T, E>) -> bool {
+    r.is_ok()
+}
+
+/// Runs `$body` for every item of `$items` inside the open transaction `$tx`, each in its own
+/// savepoint (rolled back when its result is an error, so one refused item leaves the others
+/// in), then commits: a batch of consumer effects for one disk flush. Evaluates to
+/// `Ok(results)`, one per item in order, or `Err(sqlx::Error)` when the transaction broke or
+/// did not commit (then nothing of it is stored).
+///
+/// ```text
+/// let results = in_savepoints!(pool.begin().await?, events, |conn, event| record_in(conn, event));
+/// ```
+#[macro_export]
+macro_rules! in_savepoints {
+    ($tx:expr, $items:expr, |$conn:ident, $item:ident| $body:expr) => {
+        $crate::in_savepoints!($tx, $items, |$conn, $item| $body, keep = $crate::result_is_ok)
+    };
+    // `keep` says which results keep their writes (by default the `Ok` ones).
+    ($tx:expr, $items:expr, |$conn:ident, $item:ident| $body:expr, keep = $keep:expr) => {{
+        let mut tx = $tx;
+        let mut results = Vec::new();
+        let mut broken = None;
+        for $item in $items {
+            let mut savepoint = match sqlx::Connection::begin(&mut *tx).await {
+                Ok(sp) => sp,
+                Err(e) => {
+                    broken = Some(e);
+                    break;
+                }
+            };
+            let result = {
+                let $conn = &mut *savepoint;
+                $body.await
+            };
+            let settled = if ($keep)(&result) {
+                savepoint.commit().await
+            } else {
+                savepoint.rollback().await
+            };
+            if let Err(e) = settled {
+                broken = Some(e);
+                break;
+            }
+            results.push(result);
+        }
+        match broken {
+            Some(e) => Err(e),
+            None => tx.commit().await.map(|()| results),
+        }
+    }};
+}

@@ -102,30 +102,31 @@ impl Relay {
         if rows.is_empty() {
             return Ok(0);
         }
-        let mut done = Vec::with_capacity(rows.len());
+        let messages: Vec<Message> = rows.iter().map(message_of).collect();
+        let entries: Vec<(String, BTreeMap<String, String>)> = rows
+            .iter()
+            .map(|row| (row.stream.clone(), entry_of(row)))
+            .collect();
+        let sent = async {
+            self.bus.publish_all(&messages).await?;
+            self.streams
+                .append_all(&entries, self.stream_max_len)
+                .await?;
+            Ok::<(), RelayError>(())
+        }
+        .await;
+        let ids: Vec<u64> = rows.iter().map(|r| r.id).collect();
+        if let Err(e) = sent {
+            // Give the batch back for the next attempt (by any relay); what went out already
+            // goes out again, and consumers skip it by event id.
+            self.outbox.release(&ids).await?;
+            return Err(e);
+        }
+        self.outbox.mark_published(&ids).await?;
         for row in &rows {
-            let sent = async {
-                self.bus.publish(&message_of(row)).await?;
-                self.streams
-                    .append(&row.stream, &entry_of(row), self.stream_max_len)
-                    .await?;
-                Ok::<(), RelayError>(())
-            }
-            .await;
-            if let Err(e) = sent {
-                // Keep what went out, give the rest back for the next attempt (by any relay).
-                if !done.is_empty() {
-                    self.outbox.mark_published(&done).await?;
-                }
-                let rest: Vec<u64> = rows.iter().skip(done.len()).map(|r| r.id).collect();
-                self.outbox.release(&rest).await?;
-                return Err(e);
-            }
-            done.push(row.id);
             self.metrics.relayed(&row.event_type);
         }
-        self.outbox.mark_published(&done).await?;
-        Ok(done.len())
+        Ok(ids.len())
     }
 
     /// Relays until the task is dropped: at once when woken, else every `tick`.

@@ -18,6 +18,47 @@ async fn fresh() -> Arc<dyn EventLog> {
 
 sagaflow_runtime::event_log_conformance!(fresh());
 
+/// The same suite through group commit.
+mod group_commit {
+    use super::*;
+    use sagaflow_runtime::event_log::group::GroupCommit;
+
+    async fn grouped() -> Arc<dyn EventLog> {
+        Arc::new(GroupCommit::new(fresh().await))
+    }
+
+    sagaflow_runtime::event_log_conformance!(grouped());
+
+    /// Appends made at once share commits, and each gets its own answer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_are_each_answered_once_committed() {
+        let log = grouped().await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 0..64 {
+            let log = log.clone();
+            tasks.spawn(async move {
+                let stream = format!("g{n}");
+                log.append(sagaflow_runtime::event_log::AppendRequest {
+                    stream_id: stream.clone(),
+                    expected: sagaflow_runtime::event_log::ExpectedVersion(0),
+                    events: vec![sagaflow_runtime::event_log::conformance::event(&stream, 1)],
+                    idempotency: None,
+                })
+                .await
+            });
+        }
+        let mut positions = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            positions.push(done.expect("task").expect("append").last_position);
+        }
+        positions.sort_unstable();
+        positions.dedup();
+        assert_eq!(positions.len(), 64, "one position each");
+        assert_eq!(log.read_all(0, 100).await.expect("read").len(), 64);
+        assert_eq!(log.pending_outbox(100).await.expect("outbox").len(), 64);
+    }
+}
+
 #[tokio::test]
 async fn what_was_appended_is_there_after_reopening() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -43,6 +43,14 @@ pub struct Search {
 #[async_trait]
 pub trait AuditLog: Send + Sync + 'static {
     async fn record(&self, event: &Envelope) -> Result<Recorded, StoreError>;
+    /// Records a batch, in order, in one commit where the store can; one answer per event.
+    async fn record_all(&self, events: &[Envelope]) -> Vec<Result<Recorded, StoreError>> {
+        let mut results = Vec::with_capacity(events.len());
+        for e in events {
+            results.push(self.record(e).await);
+        }
+        results
+    }
     /// An aggregate's entries by version.
     async fn trail(&self, aggregate_id: &str) -> Result<Vec<Value>, StoreError>;
     /// Entries matching, in recording order, after `search.after`; with the last seq.

@@ -98,54 +98,79 @@ impl PgAudit {
     }
 }
 
+/// Records one event inside `tx` (with its inbox claim and any compensation it carries).
+async fn record_in(tx: &mut sqlx::PgConnection, event: &Envelope) -> Result<Recorded, StoreError> {
+    let fail = unavailable("recording an audit entry");
+    match sagaflow_runtime::inbox::pg::claim(&mut *tx, event)
+        .await
+        .map_err(&fail)?
+    {
+        Claim::Duplicate => return Ok(Recorded::Duplicate),
+        Claim::TooEarly { expected } => return Ok(Recorded::TooEarly { expected }),
+        Claim::New => {}
+    }
+    let (complaint_id, trigger) = super::links(event);
+    sqlx::query(
+        "INSERT INTO entries (event_id, event_type, aggregate_id, aggregate_type, complaint_id, trigger_event_id, version, \
+         correlation_id, user_id, timestamp, recorded_at, envelope) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(&event.event_id)
+    .bind(&event.event_type)
+    .bind(&event.aggregate_id)
+    .bind(&event.aggregate_type)
+    .bind(&complaint_id)
+    .bind(&trigger)
+    .bind(i64::try_from(event.metadata.version).unwrap_or(i64::MAX))
+    .bind(&event.metadata.correlation_id)
+    .bind(&event.metadata.user_id)
+    .bind(event.metadata.timestamp.timestamp_millis())
+    .bind(Utc::now().timestamp_millis())
+    .bind(event.to_json())
+    .execute(&mut *tx)
+    .await
+    .map_err(&fail)?;
+    let mut compensation = None;
+    if let Some((ids, stream, data, ctx)) = super::compensation(event) {
+        sqlx::query("UPDATE entries SET compensated = TRUE, compensated_by = $1 WHERE event_id = ANY($2) OR trigger_event_id = ANY($2)")
+            .bind(&event.event_id)
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(&fail)?;
+        let out = sagaflow_runtime::outbox::pg::record(&mut *tx, &stream, &data, &ctx)
+            .await
+            .map_err(&fail)?;
+        compensation = Some(Box::new(out));
+    }
+    Ok(Recorded::New { compensation })
+}
+
 #[async_trait]
 impl AuditLog for PgAudit {
     async fn record(&self, event: &Envelope) -> Result<Recorded, StoreError> {
         let fail = unavailable("recording an audit entry");
         let mut tx = self.pool.begin().await.map_err(&fail)?;
-        match sagaflow_runtime::inbox::pg::claim(&mut tx, event)
-            .await
-            .map_err(&fail)?
-        {
-            Claim::Duplicate => return Ok(Recorded::Duplicate),
-            Claim::TooEarly { expected } => return Ok(Recorded::TooEarly { expected }),
-            Claim::New => {}
-        }
-        let (complaint_id, trigger) = super::links(event);
-        sqlx::query(
-            "INSERT INTO entries (event_id, event_type, aggregate_id, aggregate_type, complaint_id, trigger_event_id, version, \
-             correlation_id, user_id, timestamp, recorded_at, envelope) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(&event.event_id)
-        .bind(&event.event_type)
-        .bind(&event.aggregate_id)
-        .bind(&event.aggregate_type)
-        .bind(&complaint_id)
-        .bind(&trigger)
-        .bind(i64::try_from(event.metadata.version).unwrap_or(i64::MAX))
-        .bind(&event.metadata.correlation_id)
-        .bind(&event.metadata.user_id)
-        .bind(event.metadata.timestamp.timestamp_millis())
-        .bind(Utc::now().timestamp_millis())
-        .bind(event.to_json())
-        .execute(&mut *tx)
-        .await
-        .map_err(&fail)?;
-        let mut compensation = None;
-        if let Some((ids, stream, data, ctx)) = super::compensation(event) {
-            sqlx::query("UPDATE entries SET compensated = TRUE, compensated_by = $1 WHERE event_id = ANY($2) OR trigger_event_id = ANY($2)")
-                .bind(&event.event_id)
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await
-                .map_err(&fail)?;
-            let out = sagaflow_runtime::outbox::pg::record(&mut tx, &stream, &data, &ctx)
-                .await
-                .map_err(&fail)?;
-            compensation = Some(Box::new(out));
-        }
+        let recorded = record_in(&mut tx, event).await?;
         tx.commit().await.map_err(&fail)?;
-        Ok(Recorded::New { compensation })
+        Ok(recorded)
+    }
+
+    /// One transaction for the batch, each event in its own savepoint.
+    async fn record_all(&self, events: &[Envelope]) -> Vec<Result<Recorded, StoreError>> {
+        let done = match self.pool.begin().await {
+            Ok(tx) => {
+                sagaflow_runtime::in_savepoints!(tx, events, |conn, event| record_in(conn, event))
+            }
+            Err(e) => Err(e),
+        };
+        done.unwrap_or_else(|e| {
+            let fail = unavailable("recording audit entries");
+            let text = fail(e).to_string();
+            events
+                .iter()
+                .map(|_| Err(StoreError::Unavailable(text.clone())))
+                .collect()
+        })
     }
 
     async fn trail(&self, aggregate_id: &str) -> Result<Vec<Value>, StoreError> {

@@ -93,63 +93,91 @@ impl SqliteAudit {
     }
 }
 
+/// Records one event inside `tx` (with its inbox claim and any compensation it carries).
+async fn record_in(
+    tx: &mut sqlx::SqliteConnection,
+    event: &Envelope,
+) -> Result<Recorded, StoreError> {
+    let fail = unavailable("recording an audit entry");
+    match inbox::claim(&mut *tx, event).await.map_err(&fail)? {
+        Claim::Duplicate => return Ok(Recorded::Duplicate),
+        Claim::TooEarly { expected } => return Ok(Recorded::TooEarly { expected }),
+        Claim::New => {}
+    }
+    let (complaint_id, trigger) = super::links(event);
+    sqlx::query(
+        "INSERT INTO entries (event_id, event_type, aggregate_id, aggregate_type, complaint_id, trigger_event_id, version, \
+         correlation_id, user_id, timestamp, recorded_at, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&event.event_id)
+    .bind(&event.event_type)
+    .bind(&event.aggregate_id)
+    .bind(&event.aggregate_type)
+    .bind(&complaint_id)
+    .bind(&trigger)
+    .bind(i64::try_from(event.metadata.version).unwrap_or(i64::MAX))
+    .bind(&event.metadata.correlation_id)
+    .bind(&event.metadata.user_id)
+    .bind(event.metadata.timestamp.timestamp_millis())
+    .bind(Utc::now().timestamp_millis())
+    .bind(event.to_json())
+    .execute(&mut *tx)
+    .await
+    .map_err(&fail)?;
+
+    let mut compensation = None;
+    if let Some((ids, stream, data, ctx)) = super::compensation(event) {
+        // The undone steps' entries, and the notifications they caused.
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new("UPDATE entries SET compensated = 1, compensated_by = ");
+        q.push_bind(event.event_id.clone())
+            .push(" WHERE event_id IN (");
+        let mut list = q.separated(", ");
+        for id in &ids {
+            list.push_bind(id.clone());
+        }
+        q.push(") OR trigger_event_id IN (");
+        let mut list = q.separated(", ");
+        for id in &ids {
+            list.push_bind(id.clone());
+        }
+        q.push(")");
+        q.build().execute(&mut *tx).await.map_err(&fail)?;
+
+        let out = sagaflow_runtime::outbox::record(&mut *tx, &stream, &data, &ctx)
+            .await
+            .map_err(&fail)?;
+        compensation = Some(Box::new(out));
+    }
+    Ok(Recorded::New { compensation })
+}
+
 #[async_trait]
 impl AuditLog for SqliteAudit {
     async fn record(&self, event: &Envelope) -> Result<Recorded, StoreError> {
         let fail = unavailable("recording an audit entry");
         let mut tx = self.db.writer.begin().await.map_err(&fail)?;
-        match inbox::claim(&mut tx, event).await.map_err(&fail)? {
-            Claim::Duplicate => return Ok(Recorded::Duplicate),
-            Claim::TooEarly { expected } => return Ok(Recorded::TooEarly { expected }),
-            Claim::New => {}
-        }
-        let (complaint_id, trigger) = super::links(event);
-        sqlx::query(
-            "INSERT INTO entries (event_id, event_type, aggregate_id, aggregate_type, complaint_id, trigger_event_id, version, \
-             correlation_id, user_id, timestamp, recorded_at, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&event.event_id)
-        .bind(&event.event_type)
-        .bind(&event.aggregate_id)
-        .bind(&event.aggregate_type)
-        .bind(&complaint_id)
-        .bind(&trigger)
-        .bind(i64::try_from(event.metadata.version).unwrap_or(i64::MAX))
-        .bind(&event.metadata.correlation_id)
-        .bind(&event.metadata.user_id)
-        .bind(event.metadata.timestamp.timestamp_millis())
-        .bind(Utc::now().timestamp_millis())
-        .bind(event.to_json())
-        .execute(&mut *tx)
-        .await
-        .map_err(&fail)?;
-
-        let mut compensation = None;
-        if let Some((ids, stream, data, ctx)) = super::compensation(event) {
-            // The undone steps' entries, and the notifications they caused.
-            let mut q: QueryBuilder<Sqlite> =
-                QueryBuilder::new("UPDATE entries SET compensated = 1, compensated_by = ");
-            q.push_bind(event.event_id.clone())
-                .push(" WHERE event_id IN (");
-            let mut list = q.separated(", ");
-            for id in &ids {
-                list.push_bind(id.clone());
-            }
-            q.push(") OR trigger_event_id IN (");
-            let mut list = q.separated(", ");
-            for id in &ids {
-                list.push_bind(id.clone());
-            }
-            q.push(")");
-            q.build().execute(&mut *tx).await.map_err(&fail)?;
-
-            let out = sagaflow_runtime::outbox::record(&mut tx, &stream, &data, &ctx)
-                .await
-                .map_err(&fail)?;
-            compensation = Some(Box::new(out));
-        }
+        let recorded = record_in(&mut tx, event).await?;
         tx.commit().await.map_err(&fail)?;
-        Ok(Recorded::New { compensation })
+        Ok(recorded)
+    }
+
+    /// One transaction for the batch, each event in its own savepoint.
+    async fn record_all(&self, events: &[Envelope]) -> Vec<Result<Recorded, StoreError>> {
+        let done = match self.db.writer.begin().await {
+            Ok(tx) => {
+                sagaflow_runtime::in_savepoints!(tx, events, |conn, event| record_in(conn, event))
+            }
+            Err(e) => Err(e),
+        };
+        done.unwrap_or_else(|e| {
+            let fail = unavailable("recording audit entries");
+            let text = fail(e).to_string();
+            events
+                .iter()
+                .map(|_| Err(StoreError::Unavailable(text.clone())))
+                .collect()
+        })
     }
 
     async fn trail(&self, aggregate_id: &str) -> Result<Vec<Value>, StoreError> {

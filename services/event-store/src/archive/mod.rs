@@ -19,6 +19,14 @@ pub trait Archive: Send + Sync + 'static {
     /// Stores the event unless its id is there already; true when it was new. Another event at
     /// a version its stream already has is refused (`Corrupt`): the archive never holds two.
     async fn append(&self, event: &Envelope) -> Result<bool, StoreError>;
+    /// Archives a batch in order, in one commit where the store can; one answer per event.
+    async fn append_all(&self, events: &[Envelope]) -> Vec<Result<bool, StoreError>> {
+        let mut results = Vec::with_capacity(events.len());
+        for e in events {
+            results.push(self.append(e).await);
+        }
+        results
+    }
     /// A stream's events with `version >= from_version`, by version.
     async fn stream(
         &self,

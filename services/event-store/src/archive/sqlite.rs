@@ -50,42 +50,73 @@ impl SqliteArchive {
     }
 }
 
+/// Archives one event on `conn` (a connection, or a transaction's savepoint).
+async fn append_in(
+    conn: &mut sqlx::SqliteConnection,
+    event: &Envelope,
+) -> Result<bool, StoreError> {
+    let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM events WHERE event_id = ?")
+        .bind(&event.event_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(unavailable("archiving an event"))?;
+    if known.is_some() {
+        return Ok(false);
+    }
+    let done = sqlx::query(
+        "INSERT INTO events (event_id, aggregate_id, aggregate_type, event_type, version, envelope, archived_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&event.event_id)
+    .bind(&event.aggregate_id)
+    .bind(&event.aggregate_type)
+    .bind(&event.event_type)
+    .bind(i64::try_from(event.metadata.version).unwrap_or(i64::MAX))
+    .bind(event.to_json())
+    .bind(chrono_now_ms())
+    .execute(&mut *conn)
+    .await;
+    match done {
+        Ok(_) => Ok(true),
+        Err(sqlx::Error::Database(db))
+            if db.is_unique_violation() && db.message().contains("event_id") =>
+        {
+            Ok(false)
+        }
+        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+            Err(super::version_taken(event))
+        }
+        Err(e) => Err(unavailable("archiving an event")(e)),
+    }
+}
+
 #[async_trait]
 impl Archive for SqliteArchive {
     async fn append(&self, event: &Envelope) -> Result<bool, StoreError> {
-        let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM events WHERE event_id = ?")
-            .bind(&event.event_id)
-            .fetch_optional(&self.db.writer)
+        let mut conn = self
+            .db
+            .writer
+            .acquire()
             .await
             .map_err(unavailable("archiving an event"))?;
-        if known.is_some() {
-            return Ok(false);
-        }
-        let done = sqlx::query(
-            "INSERT INTO events (event_id, aggregate_id, aggregate_type, event_type, version, envelope, archived_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&event.event_id)
-        .bind(&event.aggregate_id)
-        .bind(&event.aggregate_type)
-        .bind(&event.event_type)
-        .bind(i64::try_from(event.metadata.version).unwrap_or(i64::MAX))
-        .bind(event.to_json())
-        .bind(chrono_now_ms())
-        .execute(&self.db.writer)
-        .await;
-        match done {
-            Ok(_) => Ok(true),
-            Err(sqlx::Error::Database(db))
-                if db.is_unique_violation() && db.message().contains("event_id") =>
-            {
-                Ok(false)
+        append_in(&mut conn, event).await
+    }
+
+    /// One transaction for the batch, each event in its own savepoint.
+    async fn append_all(&self, events: &[Envelope]) -> Vec<Result<bool, StoreError>> {
+        let done = match self.db.writer.begin().await {
+            Ok(tx) => {
+                sagaflow_runtime::in_savepoints!(tx, events, |conn, event| append_in(conn, event))
             }
-            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                Err(super::version_taken(event))
-            }
-            Err(e) => Err(unavailable("archiving an event")(e)),
-        }
+            Err(e) => Err(e),
+        };
+        done.unwrap_or_else(|e| {
+            let text = unavailable("archiving events")(e).to_string();
+            events
+                .iter()
+                .map(|_| Err(StoreError::Unavailable(text.clone())))
+                .collect()
+        })
     }
 
     async fn stream(

@@ -68,6 +68,18 @@ pub trait NotificationStore: Send + Sync + 'static {
     /// Plans the mails a complaint event calls for (and, for a compensation, cancels and
     /// corrects), in one transaction with the inbox record.
     async fn plan(&self, event: &Envelope, addressing: &Addressing) -> Result<Planned, StoreError>;
+    /// Plans a batch, in order, in one commit where the store can; one answer per event.
+    async fn plan_all(
+        &self,
+        events: &[Envelope],
+        addressing: &Addressing,
+    ) -> Vec<Result<Planned, StoreError>> {
+        let mut results = Vec::with_capacity(events.len());
+        for e in events {
+            results.push(self.plan(e, addressing).await);
+        }
+        results
+    }
     /// Mails due now, oldest first.
     async fn due(&self, limit: usize) -> Result<Vec<Due>, StoreError>;
     /// Records a sent mail and its NOTIFICATION_SENT.

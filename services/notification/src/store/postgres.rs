@@ -182,126 +182,167 @@ impl PgNotifications {
     }
 }
 
-#[async_trait]
-impl NotificationStore for PgNotifications {
-    async fn plan(&self, event: &Envelope, addressing: &Addressing) -> Result<Planned, StoreError> {
-        let fail = unavailable("planning mails");
-        let payload = event
-            .payload()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut tx = self.pool.begin().await.map_err(&fail)?;
-        match sagaflow_runtime::inbox::pg::claim(&mut tx, event)
-            .await
-            .map_err(&fail)?
-        {
-            Claim::Duplicate => return Ok(Planned::Duplicate),
-            Claim::TooEarly { expected } => return Ok(Planned::TooEarly { expected }),
-            Claim::New => {}
-        }
-        let complaint_id = event.aggregate_id.clone();
-        if let Payload::ComplaintCreated(c) = &payload {
-            sqlx::query(
-                "INSERT INTO complaints (complaint_id, user_id, title) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            )
-            .bind(&c.complaint_id)
-            .bind(&c.user_id)
-            .bind(&c.title)
-            .execute(&mut *tx)
-            .await
-            .map_err(&fail)?;
-        }
-        let facts = sqlx::query("SELECT user_id, title FROM complaints WHERE complaint_id = $1")
-            .bind(&complaint_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(&fail)?
-            .map(|r| ComplaintFacts {
-                user_id: r.get(0),
-                title: r.get(1),
-            });
-        let Some(facts) = facts else {
-            return Ok(Planned::UnknownComplaint(complaint_id));
-        };
-        let planned = saga::mails_for(&payload, &facts);
-        for m in &planned {
-            queue_mail(
-                &mut tx,
-                &complaint_id,
-                event,
-                &addressing.resolve(&m.to),
-                m.template,
-                &m.subject,
-                &m.body,
-            )
-            .await
-            .map_err(&fail)?;
-        }
-        let mut events = 0;
-        if let Payload::ComplaintCompensationRequired(required) = &payload {
-            let ids = saga::compensated_event_ids(required, NOTIFICATION_SERVICE);
-            let mut cancelled = Vec::new();
-            let mut told = Vec::new();
-            for id in &ids {
-                let rows = sqlx::query("SELECT notification_id, recipient, status FROM notifications WHERE trigger_event_id = $1")
-                    .bind(id)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(&fail)?;
-                for row in rows {
-                    let status: String = row.get(2);
-                    if status == "PENDING" {
-                        cancelled.push(row.get::<String, _>(0));
-                    } else if (status == "SENT" || status == "SENDING")
-                        && !told.contains(&row.get::<String, _>(1))
-                    {
-                        told.push(row.get::<String, _>(1));
-                    }
+/// Whether a plan's writes stay: not for an unknown complaint (its event is refused, so its
+/// inbox record must go too, or a redrive would find it "done").
+fn kept(planned: &Planned) -> bool {
+    !matches!(planned, Planned::UnknownComplaint(_))
+}
+
+/// Plans the mails (and compensation events) of one event inside `tx`.
+async fn plan_in(
+    tx: &mut sqlx::PgConnection,
+    event: &Envelope,
+    addressing: &Addressing,
+) -> Result<Planned, StoreError> {
+    let fail = unavailable("planning mails");
+    let payload = event
+        .payload()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    match sagaflow_runtime::inbox::pg::claim(&mut *tx, event)
+        .await
+        .map_err(&fail)?
+    {
+        Claim::Duplicate => return Ok(Planned::Duplicate),
+        Claim::TooEarly { expected } => return Ok(Planned::TooEarly { expected }),
+        Claim::New => {}
+    }
+    let complaint_id = event.aggregate_id.clone();
+    if let Payload::ComplaintCreated(c) = &payload {
+        sqlx::query(
+            "INSERT INTO complaints (complaint_id, user_id, title) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(&c.complaint_id)
+        .bind(&c.user_id)
+        .bind(&c.title)
+        .execute(&mut *tx)
+        .await
+        .map_err(&fail)?;
+    }
+    let facts = sqlx::query("SELECT user_id, title FROM complaints WHERE complaint_id = $1")
+        .bind(&complaint_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(&fail)?
+        .map(|r| ComplaintFacts {
+            user_id: r.get(0),
+            title: r.get(1),
+        });
+    let Some(facts) = facts else {
+        return Ok(Planned::UnknownComplaint(complaint_id));
+    };
+    let planned = saga::mails_for(&payload, &facts);
+    for m in &planned {
+        queue_mail(
+            &mut *tx,
+            &complaint_id,
+            event,
+            &addressing.resolve(&m.to),
+            m.template,
+            &m.subject,
+            &m.body,
+        )
+        .await
+        .map_err(&fail)?;
+    }
+    let mut events = 0;
+    if let Payload::ComplaintCompensationRequired(required) = &payload {
+        let ids = saga::compensated_event_ids(required, NOTIFICATION_SERVICE);
+        let mut cancelled = Vec::new();
+        let mut told = Vec::new();
+        for id in &ids {
+            let rows = sqlx::query("SELECT notification_id, recipient, status FROM notifications WHERE trigger_event_id = $1")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(&fail)?;
+            for row in rows {
+                let status: String = row.get(2);
+                if status == "PENDING" {
+                    cancelled.push(row.get::<String, _>(0));
+                } else if (status == "SENT" || status == "SENDING")
+                    && !told.contains(&row.get::<String, _>(1))
+                {
+                    told.push(row.get::<String, _>(1));
                 }
             }
-            for n in &cancelled {
-                sqlx::query(
-                    "UPDATE notifications SET status = 'CANCELLED' WHERE notification_id = $1",
-                )
+        }
+        for n in &cancelled {
+            sqlx::query("UPDATE notifications SET status = 'CANCELLED' WHERE notification_id = $1")
                 .bind(n)
                 .execute(&mut *tx)
                 .await
                 .map_err(&fail)?;
-            }
-            let (subject, body) = saga::correction(&facts, required);
-            for to in &told {
-                queue_mail(
-                    &mut tx,
-                    &complaint_id,
-                    event,
-                    to,
-                    templates::CORRECTION,
-                    &subject,
-                    &body,
-                )
-                .await
-                .map_err(&fail)?;
-            }
-            let data = Payload::NotificationCompensation(NotificationCompensation {
-                complaint_id: complaint_id.clone(),
-                failed_event_id: required.failed_event_id.clone(),
-                cancelled_notification_ids: cancelled,
-                correction_sent_to: Some(told),
-            });
-            emit(
-                &mut tx,
+        }
+        let (subject, body) = saga::correction(&facts, required);
+        for to in &told {
+            queue_mail(
+                &mut *tx,
                 &complaint_id,
-                &data,
-                &event.metadata.correlation_id,
-                &event.event_id,
+                event,
+                to,
+                templates::CORRECTION,
+                &subject,
+                &body,
             )
             .await
             .map_err(&fail)?;
-            events += 1;
         }
-        tx.commit().await.map_err(&fail)?;
-        Ok(Planned::New {
-            mails: planned.len(),
-            events,
+        let data = Payload::NotificationCompensation(NotificationCompensation {
+            complaint_id: complaint_id.clone(),
+            failed_event_id: required.failed_event_id.clone(),
+            cancelled_notification_ids: cancelled,
+            correction_sent_to: Some(told),
+        });
+        emit(
+            &mut *tx,
+            &complaint_id,
+            &data,
+            &event.metadata.correlation_id,
+            &event.event_id,
+        )
+        .await
+        .map_err(&fail)?;
+        events += 1;
+    }
+    Ok(Planned::New {
+        mails: planned.len(),
+        events,
+    })
+}
+
+#[async_trait]
+impl NotificationStore for PgNotifications {
+    async fn plan(&self, event: &Envelope, addressing: &Addressing) -> Result<Planned, StoreError> {
+        let fail = unavailable("planning mails");
+        let mut tx = self.pool.begin().await.map_err(&fail)?;
+        let planned = plan_in(&mut tx, event, addressing).await?;
+        if kept(&planned) {
+            tx.commit().await.map_err(&fail)?;
+        }
+        Ok(planned)
+    }
+
+    /// One transaction for the batch, each event in its own savepoint.
+    async fn plan_all(
+        &self,
+        events: &[Envelope],
+        addressing: &Addressing,
+    ) -> Vec<Result<Planned, StoreError>> {
+        let done = match self.pool.begin().await {
+            Ok(tx) => sagaflow_runtime::in_savepoints!(
+                tx,
+                events,
+                |conn, event| plan_in(conn, event, addressing),
+                keep = |r: &Result<Planned, StoreError>| r.as_ref().is_ok_and(kept)
+            ),
+            Err(e) => Err(e),
+        };
+        done.unwrap_or_else(|e| {
+            let text = unavailable("planning mails")(e).to_string();
+            events
+                .iter()
+                .map(|_| Err(StoreError::Unavailable(text.clone())))
+                .collect()
         })
     }
 

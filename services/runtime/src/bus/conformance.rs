@@ -242,6 +242,26 @@ pub async fn answers_ping(bus: Arc<dyn MessageBus>) {
     bus.ping().await.expect("ping");
 }
 
+pub async fn a_batch_is_published_in_order_and_acked_together(bus: Arc<dyn MessageBus>) {
+    setup(&bus).await;
+    let batch: Vec<Message> = (0..20)
+        .map(|n| message(&format!("b{n}"), "complaint.created", None))
+        .collect();
+    bus.publish_all(&batch).await.expect("publish a batch");
+    bus.publish_all(&[]).await.expect("an empty batch");
+    let all = exactly(&bus, ALL, 20).await;
+    let ids: Vec<&str> = all.iter().map(|d| d.message.message_id.as_str()).collect();
+    let want: Vec<String> = (0..20).map(|n| format!("b{n}")).collect();
+    assert_eq!(ids, want, "in publication order");
+    assert_eq!(all[3].message, batch[3], "delivered as published");
+    exactly(&bus, "complaints.events.created", 20).await;
+    bus.ack_all(&all[..15]).await.expect("ack a batch");
+    bus.ack_all(&[]).await.expect("ack nothing");
+    assert_eq!(bus.depth(ALL).await.expect("depth"), 5);
+    bus.ack_all(&all[15..]).await.expect("ack the rest");
+    assert_eq!(bus.depth(ALL).await.expect("depth"), 0);
+}
+
 #[macro_export]
 macro_rules! bus_conformance {
     ($new:expr) => {
@@ -252,6 +272,7 @@ macro_rules! bus_conformance {
             messages_of_one_ordering_key_come_one_at_a_time_in_order,
             dead_letters_keep_their_story_and_redrive_back,
             a_waiting_receive_wakes_for_a_publish,
+            a_batch_is_published_in_order_and_acked_together,
             answers_ping,
         );
     };

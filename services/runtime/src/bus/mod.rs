@@ -84,6 +84,16 @@ pub trait MessageBus: Send + Sync + 'static {
     /// key. When it returns, the message is durable (a publisher confirm).
     async fn publish(&self, message: &Message) -> Result<(), BusError>;
 
+    /// Publishes every message, in order; when it returns, every one is durable. Adapters do it
+    /// as one write (one transaction, or confirms awaited together). A failure may leave some
+    /// published: the caller publishes them again, and consumers are idempotent.
+    async fn publish_all(&self, messages: &[Message]) -> Result<(), BusError> {
+        for m in messages {
+            self.publish(m).await?;
+        }
+        Ok(())
+    }
+
     /// Up to `max` messages ready on `queue`, waiting up to `wait` for the first. A message is not
     /// handed out again until its delivery is settled or the consumer dies. A broker that pushes
     /// deliveries may take a moment to hand over a message just published: wait for it.
@@ -96,6 +106,14 @@ pub trait MessageBus: Send + Sync + 'static {
 
     /// Removes a handled message.
     async fn ack(&self, delivery: &Delivery) -> Result<(), BusError>;
+
+    /// Removes handled messages, as one write where the adapter can.
+    async fn ack_all(&self, deliveries: &[Delivery]) -> Result<(), BusError> {
+        for d in deliveries {
+            self.ack(d).await?;
+        }
+        Ok(())
+    }
 
     /// Hands the message out again after `delay`, counting one more failed attempt.
     async fn retry(

@@ -419,6 +419,34 @@ impl MessageBus for RabbitBus {
         .await
     }
 
+    /// Publishes them all on the confirm channel, then waits for their confirms together.
+    async fn publish_all(&self, messages: &[Message]) -> Result<(), BusError> {
+        let ch = self.publisher().await?;
+        let mut confirms = Vec::with_capacity(messages.len());
+        for m in messages {
+            let confirm = ch
+                .basic_publish(
+                    m.exchange.as_str().into(),
+                    m.routing_key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    m.body.as_bytes(),
+                    properties(m, &BTreeMap::new()),
+                )
+                .await
+                .map_err(unavailable)?;
+            confirms.push((m, confirm));
+        }
+        for (m, confirm) in confirms {
+            if confirm.await.map_err(unavailable)?.is_nack() {
+                return Err(BusError::Unavailable(format!(
+                    "the broker refused a message for {} {}",
+                    m.exchange, m.routing_key
+                )));
+            }
+        }
+        Ok(())
+    }
+
     async fn receive(
         &self,
         queue: &str,

@@ -225,15 +225,6 @@ impl SqliteBus {
         Ok((deliveries, next))
     }
 
-    async fn settle(&self, sql: &'static str, delivery: &Delivery) -> Result<(), BusError> {
-        sqlx::query(sql)
-            .bind(i64::try_from(delivery.tag).unwrap_or(i64::MAX))
-            .execute(&self.db.writer)
-            .await
-            .map_err(unavailable("settling a delivery"))?;
-        Ok(())
-    }
-
     pub async fn close(&self) {
         self.db.close().await;
     }
@@ -266,35 +257,49 @@ impl MessageBus for SqliteBus {
     }
 
     async fn publish(&self, message: &Message) -> Result<(), BusError> {
-        let targets = self.targets(message);
-        if targets.is_empty() {
-            tracing::debug!(exchange = %message.exchange, routingKey = %message.routing_key, "no queue bound; message dropped by routing");
+        self.publish_all(std::slice::from_ref(message)).await
+    }
+
+    async fn publish_all(&self, messages: &[Message]) -> Result<(), BusError> {
+        let routed: Vec<(&Message, Vec<String>)> = messages
+            .iter()
+            .map(|m| (m, self.targets(m)))
+            .filter(|(m, targets)| {
+                if targets.is_empty() {
+                    tracing::debug!(exchange = %m.exchange, routingKey = %m.routing_key, "no queue bound; message dropped by routing");
+                }
+                !targets.is_empty()
+            })
+            .collect();
+        if routed.is_empty() {
             return Ok(());
         }
         let now = now_ms();
-        let headers = headers_json(&message.headers);
         let mut tx = self
             .db
             .writer
             .begin()
             .await
             .map_err(unavailable("publishing"))?;
-        for queue in targets {
-            sqlx::query(
-                "INSERT INTO messages (queue, message_id, exchange, routing_key, ordering_key, headers, body, available_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(queue)
-            .bind(&message.message_id)
-            .bind(&message.exchange)
-            .bind(&message.routing_key)
-            .bind(&message.ordering_key)
-            .bind(&headers)
-            .bind(&message.body)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable("publishing"))?;
+        for (message, targets) in routed {
+            let headers = headers_json(&message.headers);
+            for queue in targets {
+                sqlx::query(
+                    "INSERT INTO messages (queue, message_id, exchange, routing_key, ordering_key, headers, body, available_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(queue)
+                .bind(&message.message_id)
+                .bind(&message.exchange)
+                .bind(&message.routing_key)
+                .bind(&message.ordering_key)
+                .bind(&headers)
+                .bind(&message.body)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable("publishing"))?;
+            }
         }
         tx.commit().await.map_err(unavailable("publishing"))?;
         self.wake.notify_waiters();
@@ -327,8 +332,27 @@ impl MessageBus for SqliteBus {
     }
 
     async fn ack(&self, delivery: &Delivery) -> Result<(), BusError> {
-        self.settle("DELETE FROM messages WHERE tag = ?", delivery)
-            .await?;
+        self.ack_all(std::slice::from_ref(delivery)).await
+    }
+
+    async fn ack_all(&self, deliveries: &[Delivery]) -> Result<(), BusError> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self
+            .db
+            .writer
+            .begin()
+            .await
+            .map_err(unavailable("acking"))?;
+        for d in deliveries {
+            sqlx::query("DELETE FROM messages WHERE tag = ?")
+                .bind(i64::try_from(d.tag).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable("acking"))?;
+        }
+        tx.commit().await.map_err(unavailable("acking"))?;
         self.wake.notify_waiters();
         Ok(())
     }

@@ -250,6 +250,78 @@ pub async fn answers_ping(log: Arc<dyn EventLog>) {
     log.ping().await.expect("ping");
 }
 
+/// A batch commits together; a request refused inside it (a stale version, a reused event id,
+/// a reused idempotency key) leaves nothing behind and the others in.
+pub async fn a_batch_commits_together_and_a_refused_request_leaves_the_others_in(
+    log: Arc<dyn EventLog>,
+) {
+    let keyed = |stream: &str| AppendRequest {
+        idempotency: Some(IdempotencyRecord {
+            key: "k-batch".into(),
+            stream_id: stream.into(),
+            fingerprint: "f".into(),
+        }),
+        ..request(stream, 0, 1)
+    };
+    let mut reused = request("b3", 0, 1);
+    reused.events[0] = Envelope {
+        event_id: "b1-e1".into(),
+        ..reused.events[0].clone()
+    };
+    let results = log
+        .append_batch(vec![
+            request("b1", 0, 2),
+            request("b1", 0, 1),
+            reused,
+            keyed("b4"),
+            keyed("b5"),
+            request("b1", 2, 1),
+        ])
+        .await;
+    assert_eq!(results.len(), 6);
+    assert_eq!(results[0].as_ref().map(|a| a.version).ok(), Some(2));
+    assert!(
+        matches!(results[1], Err(AppendError::Conflict { actual: 2, .. })),
+        "the second append at version 0 sees the first: {:?}",
+        results[1]
+    );
+    assert!(
+        matches!(results[2], Err(AppendError::Invalid(_))),
+        "{:?}",
+        results[2]
+    );
+    assert!(results[3].is_ok(), "{:?}", results[3]);
+    assert!(
+        matches!(&results[4], Err(AppendError::DuplicateIdempotencyKey(r)) if r.stream_id == "b4"),
+        "{:?}",
+        results[4]
+    );
+    assert_eq!(results[5].as_ref().map(|a| a.version).ok(), Some(3));
+    let b1: Vec<u64> = log
+        .read_stream("b1", 1)
+        .await
+        .expect("read")
+        .iter()
+        .map(|e| e.metadata.version)
+        .collect();
+    assert_eq!(b1, [1, 2, 3]);
+    for nothing in ["b3", "b5"] {
+        assert!(log.read_stream(nothing, 1).await.expect("read").is_empty());
+    }
+    assert_eq!(log.read_stream("b4", 1).await.expect("read").len(), 1);
+    let outbox = log.pending_outbox(100).await.expect("outbox");
+    assert_eq!(outbox.len(), 4, "one row per event that went in");
+    let positions: Vec<u64> = log
+        .read_all(0, 100)
+        .await
+        .expect("read all")
+        .iter()
+        .map(|p| p.position)
+        .collect();
+    assert_eq!(positions.len(), 4);
+    assert!(positions.windows(2).all(|w| w[0] < w[1]));
+}
+
 /// Declares one `#[tokio::test]` per conformance check; `$new` is an expression giving a
 /// future of a fresh, empty `Arc<dyn EventLog>`.
 #[macro_export]
@@ -264,6 +336,7 @@ macro_rules! event_log_conformance {
             every_event_gets_an_outbox_row_in_the_same_commit,
             read_all_is_in_commit_order_from_any_position,
             an_idempotency_key_is_stored_with_its_append_and_only_once,
+            a_batch_commits_together_and_a_refused_request_leaves_the_others_in,
             answers_ping,
         );
     };

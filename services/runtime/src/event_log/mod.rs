@@ -2,9 +2,11 @@
 //!
 //! - [`sqlite`]: the embedded adapter (one file under the data directory).
 //! - [`postgres`]: the PostgreSQL adapter.
+//! - [`group`]: group commit in front of either: concurrent appends share one commit.
 //! - [`conformance`]: the tests every adapter must pass.
 
 pub mod conformance;
+pub mod group;
 pub mod postgres;
 pub mod sqlite;
 
@@ -102,6 +104,20 @@ pub trait EventLog: Send + Sync + 'static {
     /// idempotency key with them. Fails with `Conflict` (and writes nothing) when the stream is
     /// not at the expected version, so a stale writer never overwrites.
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError>;
+
+    /// Appends several requests in one commit where the adapter can (group commit: one disk
+    /// flush for the lot), each with `append`'s checks and answer, in order. When it returns,
+    /// every `Ok` is on disk.
+    async fn append_batch(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Vec<Result<Appended, AppendError>> {
+        let mut results = Vec::with_capacity(requests.len());
+        for r in requests {
+            results.push(self.append(r).await);
+        }
+        results
+    }
 
     /// The stream's events with `version >= from_version`, in version order.
     async fn read_stream(

@@ -80,95 +80,149 @@ impl PostgresEventLog {
     }
 }
 
+/// The same failure for every request of a batch that did not commit.
+fn every(requests: &[AppendRequest], e: &StoreError) -> Vec<Result<Appended, AppendError>> {
+    requests
+        .iter()
+        .map(|_| Err(AppendError::Store(StoreError::Unavailable(e.to_string()))))
+        .collect()
+}
+
+/// Appends one request inside `tx` (its version and idempotency checks see what the same
+/// transaction wrote before).
+async fn append_in(
+    tx: &mut sqlx::PgConnection,
+    request: &AppendRequest,
+) -> Result<Appended, AppendError> {
+    super::check_batch(request)?;
+    let fail = unavailable("appending");
+
+    let actual: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1")
+            .bind(&request.stream_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(&fail)?;
+    if to_u64(actual) != request.expected.0 {
+        return Err(AppendError::Conflict {
+            stream_id: request.stream_id.clone(),
+            expected: request.expected.0,
+            actual: to_u64(actual),
+        });
+    }
+    if let Some(idem) = &request.idempotency {
+        let existing =
+            sqlx::query("SELECT stream_id, fingerprint FROM idempotency_keys WHERE key = $1")
+                .bind(&idem.key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(&fail)?;
+        if let Some(row) = existing {
+            return Err(AppendError::DuplicateIdempotencyKey(IdempotencyRecord {
+                key: idem.key.clone(),
+                stream_id: row.get(0),
+                fingerprint: row.get(1),
+            }));
+        }
+        sqlx::query(
+            "INSERT INTO idempotency_keys (key, stream_id, fingerprint) VALUES ($1, $2, $3)",
+        )
+        .bind(&idem.key)
+        .bind(&idem.stream_id)
+        .bind(&idem.fingerprint)
+        .execute(&mut *tx)
+        .await
+        .map_err(&fail)?;
+    }
+    let mut last_position = 0;
+    for event in &request.events {
+        let json = event.to_json();
+        let inserted = sqlx::query_scalar::<_, i64>(
+            "INSERT INTO events (event_id, stream_id, version, event_type, envelope) VALUES ($1, $2, $3, $4, $5) RETURNING position",
+        )
+        .bind(&event.event_id)
+        .bind(&request.stream_id)
+        .bind(to_i64(event.metadata.version))
+        .bind(&event.event_type)
+        .bind(&json)
+        .fetch_one(&mut *tx)
+        .await;
+        match inserted {
+            Ok(position) => last_position = to_u64(position),
+            Err(sqlx::Error::Database(db))
+                if db.is_unique_violation() && db.constraint() == Some("events_stream_version") =>
+            {
+                return Err(AppendError::Conflict {
+                    stream_id: request.stream_id.clone(),
+                    expected: request.expected.0,
+                    actual: request.expected.0 + 1,
+                });
+            }
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                return Err(AppendError::Invalid(format!(
+                    "event id {} is already in the log",
+                    event.event_id
+                )));
+            }
+            Err(e) => return Err(fail(e).into()),
+        }
+        crate::outbox::pg::write(&mut *tx, event, &json)
+            .await
+            .map_err(&fail)?;
+    }
+    Ok(Appended {
+        version: request.expected.0 + request.events.len() as u64,
+        last_position,
+    })
+}
+
 #[async_trait]
 impl EventLog for PostgresEventLog {
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
-        super::check_batch(&request)?;
+        self.append_batch(vec![request])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Unavailable("no answer to an append".into()).into()))
+    }
+
+    /// One transaction for the lot, under the log's lock; each request in its own savepoint,
+    /// so one refused (a version conflict) leaves the others in.
+    async fn append_batch(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Vec<Result<Appended, AppendError>> {
         let fail = unavailable("appending");
-        let mut tx = self.pool.begin().await.map_err(&fail)?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sagaflow-event-log'))")
+        let mut tx = match self.pool.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return every(&requests, &fail(e)),
+        };
+        if let Err(e) = sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sagaflow-event-log'))")
             .execute(&mut *tx)
             .await
-            .map_err(&fail)?;
-        let actual: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1")
-                .bind(&request.stream_id)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(&fail)?;
-        if to_u64(actual) != request.expected.0 {
-            return Err(AppendError::Conflict {
-                stream_id: request.stream_id,
-                expected: request.expected.0,
-                actual: to_u64(actual),
-            });
+        {
+            return every(&requests, &fail(e));
         }
-        if let Some(idem) = &request.idempotency {
-            let existing =
-                sqlx::query("SELECT stream_id, fingerprint FROM idempotency_keys WHERE key = $1")
-                    .bind(&idem.key)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(&fail)?;
-            if let Some(row) = existing {
-                return Err(AppendError::DuplicateIdempotencyKey(IdempotencyRecord {
-                    key: idem.key.clone(),
-                    stream_id: row.get(0),
-                    fingerprint: row.get(1),
-                }));
+        let mut results = Vec::with_capacity(requests.len());
+        for request in &requests {
+            let mut savepoint = match sqlx::Connection::begin(&mut *tx).await {
+                Ok(sp) => sp,
+                Err(e) => return every(&requests, &fail(e)),
+            };
+            let result = append_in(&mut savepoint, request).await;
+            let settled = if result.is_ok() {
+                savepoint.commit().await
+            } else {
+                savepoint.rollback().await
+            };
+            if let Err(e) = settled {
+                return every(&requests, &fail(e));
             }
-            sqlx::query(
-                "INSERT INTO idempotency_keys (key, stream_id, fingerprint) VALUES ($1, $2, $3)",
-            )
-            .bind(&idem.key)
-            .bind(&idem.stream_id)
-            .bind(&idem.fingerprint)
-            .execute(&mut *tx)
-            .await
-            .map_err(&fail)?;
+            results.push(result);
         }
-        let mut last_position = 0;
-        for event in &request.events {
-            let json = event.to_json();
-            let inserted = sqlx::query_scalar::<_, i64>(
-                "INSERT INTO events (event_id, stream_id, version, event_type, envelope) VALUES ($1, $2, $3, $4, $5) RETURNING position",
-            )
-            .bind(&event.event_id)
-            .bind(&request.stream_id)
-            .bind(to_i64(event.metadata.version))
-            .bind(&event.event_type)
-            .bind(&json)
-            .fetch_one(&mut *tx)
-            .await;
-            match inserted {
-                Ok(position) => last_position = to_u64(position),
-                Err(sqlx::Error::Database(db))
-                    if db.is_unique_violation()
-                        && db.constraint() == Some("events_stream_version") =>
-                {
-                    return Err(AppendError::Conflict {
-                        stream_id: request.stream_id.clone(),
-                        expected: request.expected.0,
-                        actual: request.expected.0 + 1,
-                    });
-                }
-                Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                    return Err(AppendError::Invalid(format!(
-                        "event id {} is already in the log",
-                        event.event_id
-                    )));
-                }
-                Err(e) => return Err(fail(e).into()),
-            }
-            crate::outbox::pg::write(&mut tx, event, &json)
-                .await
-                .map_err(&fail)?;
+        if let Err(e) = tx.commit().await {
+            return every(&requests, &fail(e));
         }
-        tx.commit().await.map_err(&fail)?;
-        Ok(Appended {
-            version: request.expected.0 + request.events.len() as u64,
-            last_position,
-        })
+        results
     }
 
     async fn read_stream(

@@ -84,87 +84,131 @@ impl SqliteEventLog {
     }
 }
 
-#[async_trait]
-impl EventLog for SqliteEventLog {
-    async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
-        super::check_batch(&request)?;
-        let mut tx = self
-            .db
-            .writer
-            .begin()
+/// The same failure for every request of a batch that did not commit.
+fn every(requests: &[AppendRequest], e: &StoreError) -> Vec<Result<Appended, AppendError>> {
+    requests
+        .iter()
+        .map(|_| Err(AppendError::Store(StoreError::Unavailable(e.to_string()))))
+        .collect()
+}
+
+/// Appends one request inside `tx` (its version and idempotency checks see what the same
+/// transaction wrote before).
+async fn append_in(
+    tx: &mut sqlx::SqliteConnection,
+    request: &AppendRequest,
+) -> Result<Appended, AppendError> {
+    super::check_batch(request)?;
+
+    let actual: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?")
+            .bind(&request.stream_id)
+            .fetch_one(&mut *tx)
             .await
-            .map_err(unavailable("beginning an append"))?;
-        let actual: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?")
-                .bind(&request.stream_id)
-                .fetch_one(&mut *tx)
+            .map_err(unavailable("reading the stream version"))?;
+    if to_u64(actual) != request.expected.0 {
+        return Err(AppendError::Conflict {
+            stream_id: request.stream_id.clone(),
+            expected: request.expected.0,
+            actual: to_u64(actual),
+        });
+    }
+    if let Some(idem) = &request.idempotency {
+        let existing =
+            sqlx::query("SELECT stream_id, fingerprint FROM idempotency_keys WHERE key = ?")
+                .bind(&idem.key)
+                .fetch_optional(&mut *tx)
                 .await
-                .map_err(unavailable("reading the stream version"))?;
-        if to_u64(actual) != request.expected.0 {
-            return Err(AppendError::Conflict {
-                stream_id: request.stream_id,
-                expected: request.expected.0,
-                actual: to_u64(actual),
-            });
+                .map_err(unavailable("reading an idempotency key"))?;
+        if let Some(row) = existing {
+            return Err(AppendError::DuplicateIdempotencyKey(IdempotencyRecord {
+                key: idem.key.clone(),
+                stream_id: row.get(0),
+                fingerprint: row.get(1),
+            }));
         }
-        if let Some(idem) = &request.idempotency {
-            let existing =
-                sqlx::query("SELECT stream_id, fingerprint FROM idempotency_keys WHERE key = ?")
-                    .bind(&idem.key)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(unavailable("reading an idempotency key"))?;
-            if let Some(row) = existing {
-                return Err(AppendError::DuplicateIdempotencyKey(IdempotencyRecord {
-                    key: idem.key.clone(),
-                    stream_id: row.get(0),
-                    fingerprint: row.get(1),
-                }));
-            }
-            sqlx::query(
-                "INSERT INTO idempotency_keys (key, stream_id, fingerprint) VALUES (?, ?, ?)",
-            )
+        sqlx::query("INSERT INTO idempotency_keys (key, stream_id, fingerprint) VALUES (?, ?, ?)")
             .bind(&idem.key)
             .bind(&idem.stream_id)
             .bind(&idem.fingerprint)
             .execute(&mut *tx)
             .await
             .map_err(unavailable("storing an idempotency key"))?;
-        }
-        let mut last_position = 0;
-        for event in &request.events {
-            let json = event.to_json();
-            let inserted = sqlx::query(
-                "INSERT INTO events (event_id, stream_id, version, event_type, envelope) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(&event.event_id)
-            .bind(&request.stream_id)
-            .bind(to_i64(event.metadata.version))
-            .bind(&event.event_type)
-            .bind(&json)
-            .execute(&mut *tx)
-            .await;
-            match inserted {
-                Ok(done) => last_position = to_u64(done.last_insert_rowid()),
-                Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                    return Err(AppendError::Invalid(format!(
-                        "event id {} is already in the log",
-                        event.event_id
-                    )));
-                }
-                Err(e) => return Err(unavailable("appending an event")(e).into()),
+    }
+    let mut last_position = 0;
+    for event in &request.events {
+        let json = event.to_json();
+        let inserted = sqlx::query(
+            "INSERT INTO events (event_id, stream_id, version, event_type, envelope) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&event.event_id)
+        .bind(&request.stream_id)
+        .bind(to_i64(event.metadata.version))
+        .bind(&event.event_type)
+        .bind(&json)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(done) => last_position = to_u64(done.last_insert_rowid()),
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                return Err(AppendError::Invalid(format!(
+                    "event id {} is already in the log",
+                    event.event_id
+                )));
             }
-            crate::outbox::write(&mut tx, event, &json)
-                .await
-                .map_err(unavailable("writing an outbox row"))?;
+            Err(e) => return Err(unavailable("appending an event")(e).into()),
         }
-        tx.commit()
+        crate::outbox::write(&mut *tx, event, &json)
             .await
-            .map_err(unavailable("committing an append"))?;
-        Ok(Appended {
-            version: request.expected.0 + request.events.len() as u64,
-            last_position,
-        })
+            .map_err(unavailable("writing an outbox row"))?;
+    }
+    Ok(Appended {
+        version: request.expected.0 + request.events.len() as u64,
+        last_position,
+    })
+}
+
+#[async_trait]
+impl EventLog for SqliteEventLog {
+    async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        self.append_batch(vec![request])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Unavailable("no answer to an append".into()).into()))
+    }
+
+    /// One transaction for the lot; each request in its own savepoint, so one refused (a
+    /// version conflict) leaves the others in.
+    async fn append_batch(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Vec<Result<Appended, AppendError>> {
+        let fail = unavailable("appending");
+        let mut tx = match self.db.writer.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return every(&requests, &fail(e)),
+        };
+        let mut results = Vec::with_capacity(requests.len());
+        for request in &requests {
+            let mut savepoint = match sqlx::Connection::begin(&mut *tx).await {
+                Ok(sp) => sp,
+                Err(e) => return every(&requests, &fail(e)),
+            };
+            let result = append_in(&mut savepoint, request).await;
+            let settled = if result.is_ok() {
+                savepoint.commit().await
+            } else {
+                savepoint.rollback().await
+            };
+            if let Err(e) = settled {
+                return every(&requests, &fail(e));
+            }
+            results.push(result);
+        }
+        if let Err(e) = tx.commit().await {
+            return every(&requests, &fail(e));
+        }
+        results
     }
 
     async fn read_stream(

@@ -189,6 +189,22 @@ pub async fn a_blocked_read_wakes_for_an_append(log: Arc<dyn StreamLog>) {
     assert_eq!(waiting.await.expect("task").expect("read").len(), 1);
 }
 
+pub async fn a_batch_appends_to_each_stream_in_order(log: Arc<dyn StreamLog>) {
+    const OTHER: &str = "notifications-stream";
+    let batch: Vec<(String, BTreeMap<String, String>)> = (0..10)
+        .map(|n| (if n % 3 == 0 { OTHER } else { S }.to_owned(), fields(n)))
+        .collect();
+    log.append_all(&batch, Some(1000))
+        .await
+        .expect("append a batch");
+    log.append_all(&[], None).await.expect("an empty batch");
+    let main = log.range(S, None, 100).await.expect("range");
+    assert_eq!(ids_of(&main), ["e1", "e2", "e4", "e5", "e7", "e8"]);
+    let other = log.range(OTHER, None, 100).await.expect("range");
+    assert_eq!(ids_of(&other), ["e0", "e3", "e6", "e9"]);
+    assert_eq!(main[0].fields, fields(1), "stored as given");
+}
+
 #[macro_export]
 macro_rules! streams_conformance {
     ($new:expr) => {
@@ -201,6 +217,7 @@ macro_rules! streams_conformance {
             a_group_started_at_the_end_skips_what_is_there,
             the_cap_keeps_about_max_len_newest_entries,
             a_blocked_read_wakes_for_an_append,
+            a_batch_appends_to_each_stream_in_order,
         );
     };
     (@tests $new:expr; $($name:ident),+ $(,)?) => {

@@ -51,6 +51,20 @@ pub trait StreamLog: Send + Sync + 'static {
     ) -> Result<String, StreamError>;
 
     /// Creates a consumer group if it does not exist.
+    /// Appends entries to their streams, in order, as one write where the adapter can. A
+    /// failure may leave some appended: the caller appends them again, and consumers are
+    /// idempotent.
+    async fn append_all(
+        &self,
+        entries: &[(String, BTreeMap<String, String>)],
+        max_len: Option<u64>,
+    ) -> Result<(), StreamError> {
+        for (stream, fields) in entries {
+            self.append(stream, fields, max_len).await?;
+        }
+        Ok(())
+    }
+
     async fn create_group(
         &self,
         stream: &str,

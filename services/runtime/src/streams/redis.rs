@@ -111,6 +111,32 @@ impl StreamLog for RedisStreams {
             .map_err(unavailable)
     }
 
+    /// One round trip: the XADDs pipelined.
+    async fn append_all(
+        &self,
+        entries: &[(String, BTreeMap<String, String>)],
+        max_len: Option<u64>,
+    ) -> Result<(), StreamError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (stream, fields) in entries {
+            let cmd = pipe.cmd("XADD").arg(self.key(stream));
+            if let Some(n) = max_len {
+                cmd.arg("MAXLEN").arg("~").arg(n);
+            }
+            cmd.arg("*");
+            for (k, v) in fields {
+                cmd.arg(k).arg(v);
+            }
+            cmd.ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
     async fn create_group(
         &self,
         stream: &str,

@@ -44,6 +44,9 @@ CREATE TABLE IF NOT EXISTS pending (
 pub struct SqliteStreams {
     db: Db,
     wake: Arc<Notify>,
+    /// Appends per stream since its length was last counted (counting is a scan: it is done
+    /// once every twentieth of the cap, not on every append).
+    since_count: Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>,
 }
 
 fn now_ms() -> i64 {
@@ -72,6 +75,7 @@ impl SqliteStreams {
         Ok(Self {
             db,
             wake: Arc::new(Notify::new()),
+            since_count: Arc::default(),
         })
     }
 
@@ -96,6 +100,74 @@ impl SqliteStreams {
                 stream: stream.into(),
                 group: group.into(),
             })
+    }
+
+    /// Appends one entry inside `tx`; trims the stream to about `max_len`.
+    async fn append_in(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        stream: &str,
+        fields: &BTreeMap<String, String>,
+        max_len: Option<u64>,
+    ) -> Result<String, StreamError> {
+        let json =
+            serde_json::to_string(fields).map_err(|e| StreamError::Unavailable(e.to_string()))?;
+        let last: Option<(i64, i64)> = sqlx::query(
+            "SELECT ms, seq FROM entries WHERE stream = ? ORDER BY ms DESC, seq DESC LIMIT 1",
+        )
+        .bind(stream)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable("appending"))?
+        .map(|r| (r.get(0), r.get(1)));
+        let now = now_ms();
+        let (ms, seq) = match last {
+            Some((ms, seq)) if ms >= now => (ms, seq + 1),
+            _ => (now, 0),
+        };
+        sqlx::query("INSERT INTO entries (stream, ms, seq, fields) VALUES (?, ?, ?, ?)")
+            .bind(stream)
+            .bind(ms)
+            .bind(seq)
+            .bind(json)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable("appending"))?;
+        if let Some(cap) = max_len {
+            let due = {
+                let mut counts = self
+                    .since_count
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let n = counts.entry(stream.to_owned()).or_insert(u64::MAX - 1);
+                *n = n.saturating_add(1);
+                if *n >= (cap / 20).max(1) {
+                    *n = 0;
+                    true
+                } else {
+                    false
+                }
+            };
+            // Approximate, like MAXLEN ~: trim only once the stream is 10% over its cap.
+            if due {
+                let len: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM entries WHERE stream = ?")
+                    .bind(stream)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(unavailable("trimming"))?;
+                let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+                if len > cap + cap / 10 {
+                    sqlx::query("DELETE FROM entries WHERE stream = ? AND (ms, seq) IN (SELECT ms, seq FROM entries WHERE stream = ? ORDER BY ms, seq LIMIT ?)")
+                        .bind(stream)
+                        .bind(stream)
+                        .bind(len - cap)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(unavailable("trimming"))?;
+                }
+            }
+        }
+        Ok(format!("{ms}-{seq}"))
     }
 
     async fn read_new(
@@ -156,56 +228,38 @@ impl StreamLog for SqliteStreams {
         fields: &BTreeMap<String, String>,
         max_len: Option<u64>,
     ) -> Result<String, StreamError> {
-        let json =
-            serde_json::to_string(fields).map_err(|e| StreamError::Unavailable(e.to_string()))?;
         let mut tx = self
             .db
             .writer
             .begin()
             .await
             .map_err(unavailable("appending"))?;
-        let last: Option<(i64, i64)> = sqlx::query(
-            "SELECT ms, seq FROM entries WHERE stream = ? ORDER BY ms DESC, seq DESC LIMIT 1",
-        )
-        .bind(stream)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(unavailable("appending"))?
-        .map(|r| (r.get(0), r.get(1)));
-        let now = now_ms();
-        let (ms, seq) = match last {
-            Some((ms, seq)) if ms >= now => (ms, seq + 1),
-            _ => (now, 0),
-        };
-        sqlx::query("INSERT INTO entries (stream, ms, seq, fields) VALUES (?, ?, ?, ?)")
-            .bind(stream)
-            .bind(ms)
-            .bind(seq)
-            .bind(json)
-            .execute(&mut *tx)
+        let id = self.append_in(&mut tx, stream, fields, max_len).await?;
+        tx.commit().await.map_err(unavailable("appending"))?;
+        self.wake.notify_waiters();
+        Ok(id)
+    }
+
+    async fn append_all(
+        &self,
+        entries: &[(String, BTreeMap<String, String>)],
+        max_len: Option<u64>,
+    ) -> Result<(), StreamError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self
+            .db
+            .writer
+            .begin()
             .await
             .map_err(unavailable("appending"))?;
-        if let Some(cap) = max_len {
-            // Approximate, like MAXLEN ~: trim only once the stream is 10% over its cap.
-            let len: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM entries WHERE stream = ?")
-                .bind(stream)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(unavailable("trimming"))?;
-            let cap = i64::try_from(cap).unwrap_or(i64::MAX);
-            if len > cap + cap / 10 {
-                sqlx::query("DELETE FROM entries WHERE stream = ? AND (ms, seq) IN (SELECT ms, seq FROM entries WHERE stream = ? ORDER BY ms, seq LIMIT ?)")
-                    .bind(stream)
-                    .bind(stream)
-                    .bind(len - cap)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable("trimming"))?;
-            }
+        for (stream, fields) in entries {
+            self.append_in(&mut tx, stream, fields, max_len).await?;
         }
         tx.commit().await.map_err(unavailable("appending"))?;
         self.wake.notify_waiters();
-        Ok(format!("{ms}-{seq}"))
+        Ok(())
     }
 
     async fn create_group(
