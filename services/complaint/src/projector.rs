@@ -53,18 +53,43 @@ impl Projector {
         id: &str,
         event: &sagaflow_domain::Envelope,
     ) -> Result<Option<(bool, sagaflow_domain::ComplaintProjection)>, StoreError> {
+        let mut all = self
+            .apply_external_all(&[(id.to_owned(), event.clone())])
+            .await?;
+        Ok(all.pop().flatten())
+    }
+
+    /// [`apply_external`](Self::apply_external) for a batch, in order: the views are loaded
+    /// once and saved in one transaction. One answer per event.
+    pub async fn apply_external_all(
+        &self,
+        events: &[(String, sagaflow_domain::Envelope)],
+    ) -> Result<Vec<Option<(bool, sagaflow_domain::ComplaintProjection)>>, StoreError> {
         self.catch_up().await?;
         let _guard = self.lock.lock().await;
-        let Some(mut stored) = self.views.load(&[id.to_owned()]).await?.remove(id) else {
-            return Ok(None);
-        };
-        let applied = stored.projection.apply_external(event);
-        if applied {
-            self.views
-                .save(&[(id.to_owned(), stored.clone())], self.position())
-                .await?;
+        let ids: Vec<String> = events.iter().map(|(id, _)| id.clone()).collect();
+        let mut views = self.views.load(&ids).await?;
+        let mut changed = HashSet::new();
+        let mut answers = Vec::with_capacity(events.len());
+        for (id, event) in events {
+            let Some(stored) = views.get_mut(id) else {
+                answers.push(None);
+                continue;
+            };
+            let applied = stored.projection.apply_external(event);
+            if applied {
+                changed.insert(id.clone());
+            }
+            answers.push(Some((applied, stored.projection.clone())));
         }
-        Ok(Some((applied, stored.projection)))
+        let updates: Vec<(String, StoredProjection)> = views
+            .into_iter()
+            .filter(|(id, _)| changed.contains(id))
+            .collect();
+        if !updates.is_empty() {
+            self.views.save(&updates, self.position()).await?;
+        }
+        Ok(answers)
     }
 
     /// Applies every event committed so far; returns how many it read.

@@ -52,30 +52,77 @@ impl Reactions {
 #[async_trait]
 impl Handler for Reactions {
     async fn handle(&self, incoming: &Incoming) -> Result<(), Failure> {
-        let event = &incoming.envelope;
-        let payload = event
-            .payload()
-            .map_err(|e| Failure::Business(e.to_string()))?;
-        let Some(id) = event.event_data.get("complaintId").and_then(|v| v.as_str()) else {
-            return Err(Failure::Business(format!(
-                "{} has no complaintId",
-                event.event_type
-            )));
-        };
-        let projector = self.app.projector();
-        let Some((applied, projection)) = projector
-            .apply_external(id, event)
+        self.handle_all(std::slice::from_ref(incoming))
             .await
-            .map_err(|e| transient(e.into()))?
-        else {
-            return Err(Failure::Business(format!("complaint {id} does not exist")));
-        };
+            .pop()
+            .unwrap_or_else(|| Err(Failure::Transient("no answer".into())))
+    }
+
+    /// The batch's view updates in one transaction, then each event's saga step.
+    async fn handle_all(&self, batch: &[Incoming]) -> Vec<Result<(), Failure>> {
+        let mut results: Vec<Option<Result<(), Failure>>> = vec![None; batch.len()];
+        let mut targets = Vec::with_capacity(batch.len());
+        for (i, incoming) in batch.iter().enumerate() {
+            let event = &incoming.envelope;
+            match event.payload() {
+                Err(e) => results[i] = Some(Err(Failure::Business(e.to_string()))),
+                Ok(payload) => match event.event_data.get("complaintId").and_then(|v| v.as_str()) {
+                    None => {
+                        results[i] = Some(Err(Failure::Business(format!(
+                            "{} has no complaintId",
+                            event.event_type
+                        ))))
+                    }
+                    Some(id) => targets.push((i, id.to_owned(), payload)),
+                },
+            }
+        }
+        let applying: Vec<(String, sagaflow_domain::Envelope)> = targets
+            .iter()
+            .map(|(i, id, _)| (id.clone(), batch[*i].envelope.clone()))
+            .collect();
+        match self.app.projector().apply_external_all(&applying).await {
+            Err(e) => {
+                let failure = transient(e.into());
+                for (i, _, _) in &targets {
+                    results[*i] = Some(Err(failure.clone()));
+                }
+            }
+            Ok(applied) => {
+                for ((i, id, payload), outcome) in targets.into_iter().zip(applied) {
+                    let event = &batch[i].envelope;
+                    results[i] = Some(match outcome {
+                        None => Err(Failure::Business(format!("complaint {id} does not exist"))),
+                        Some((applied, projection)) => {
+                            self.react(&id, event, &payload, applied, &projection).await
+                        }
+                    });
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Failure::Transient("no answer".into()))))
+            .collect()
+    }
+}
+
+impl Reactions {
+    /// The saga's step for one event, once the view holds it.
+    async fn react(
+        &self,
+        id: &str,
+        event: &sagaflow_domain::Envelope,
+        payload: &Payload,
+        applied: bool,
+        projection: &sagaflow_domain::ComplaintProjection,
+    ) -> Result<(), Failure> {
         let caller = Caller {
             correlation_id: event.metadata.correlation_id.clone(),
             request_id: event.event_id.clone(),
             user_id: None,
         };
-        if let Payload::NotificationSent(sent) = &payload
+        if let Payload::NotificationSent(sent) = payload
             && applied
             && sent.template == templates::CLOSED_USER
             && let Some(c) = &projection.state.complaint
@@ -88,7 +135,7 @@ impl Handler for Reactions {
                 .observe(took.as_secs_f64());
             tracing::info!(aggregateId = %id, seconds = took.as_secs_f64(), "saga completed");
         }
-        if let Payload::NotificationFailed(failed) = &payload
+        if let Payload::NotificationFailed(failed) = payload
             && failed.template.as_deref() == Some(templates::ASSIGNED_ASSIGNEE)
         {
             let reason = Reason::parse(

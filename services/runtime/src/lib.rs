@@ -47,7 +47,12 @@ pub fn result_is_ok<T, E>(r: &Result<T, E>) -> bool {
 #[macro_export]
 macro_rules! in_savepoints {
     ($tx:expr, $items:expr, |$conn:ident, $item:ident| $body:expr) => {
-        $crate::in_savepoints!($tx, $items, |$conn, $item| $body, keep = $crate::result_is_ok)
+        $crate::in_savepoints!(
+            $tx,
+            $items,
+            |$conn, $item| $body,
+            keep = $crate::result_is_ok
+        )
     };
     // `keep` says which results keep their writes (by default the `Ok` ones).
     ($tx:expr, $items:expr, |$conn:ident, $item:ident| $body:expr, keep = $keep:expr) => {{
