@@ -25,6 +25,9 @@ pub struct Sender {
 /// How long a claimed batch may be worked on (the stores' claims last 60 s).
 const CLAIM_MARGIN: Duration = Duration::from_secs(30);
 
+/// Mails handed to the mailer at once (each may wait on a relay or a disk flush).
+const SENDING_AT_ONCE: usize = 8;
+
 impl Sender {
     pub async fn run(self: Arc<Self>, tick: Duration) {
         loop {
@@ -42,27 +45,63 @@ impl Sender {
         }
     }
 
-    /// Sends what is due now; returns how many mails it tried.
+    /// Sends what is due now, a few mails at a time, and records the sent ones in one commit;
+    /// returns how many mails it tried.
     pub async fn send_due(&self) -> Result<usize, sagaflow_runtime::event_log::StoreError> {
         let due = self.store.due(32).await?;
         let claimed = std::time::Instant::now();
-        for (i, mail) in due.iter().enumerate() {
+        let mut outcomes: Vec<(&Due, Option<Result<(), MailError>>)> = Vec::new();
+        for chunk in due.chunks(SENDING_AT_ONCE) {
             // The stores claim mails for a minute; past half of it, the rest of the batch is
             // left for a fresh claim rather than sent on a claim another sender may take over.
             if claimed.elapsed() > CLAIM_MARGIN {
-                tracing::warn!(
-                    left = due.len() - i,
-                    "a slow batch: the rest of its mails wait for a fresh claim"
-                );
-                return Ok(i);
+                outcomes.extend(chunk.iter().map(|m| (m, None)));
+                continue;
             }
-            self.send(mail).await?;
+            let sending = chunk.iter().map(|m| {
+                let (mail, mailer) = (self.mail_of(m), self.mailer.clone());
+                async move { mailer.send(&mail).await }
+            });
+            let done = futures::future::join_all(sending).await;
+            outcomes.extend(chunk.iter().zip(done.into_iter().map(Some)));
         }
-        Ok(due.len())
+        let left = outcomes.iter().filter(|(_, o)| o.is_none()).count();
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "a slow batch: the rest of its mails wait for a fresh claim"
+            );
+        }
+        let sent: Vec<Due> = outcomes
+            .iter()
+            .filter(|(_, o)| matches!(o, Some(Ok(()))))
+            .map(|(mail, _)| (*mail).clone())
+            .collect();
+        // The mails are out: recording them must not give up, or they would be sent again
+        // once their claim runs out (a store that is away comes back).
+        let mut pause = Duration::from_millis(100);
+        while let Err(e) = self.store.sent_all(&sent).await {
+            tracing::warn!(mails = sent.len(), error = %e, "recording sent mails; retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(3));
+        }
+        for mail in &sent {
+            self.metrics.event_published("NOTIFICATION_SENT");
+            tracing::info!(template = %mail.template, recipient = %mail.recipient, aggregateId = %mail.complaint_id, correlationId = %mail.correlation_id, "mail sent");
+        }
+        for (mail, outcome) in &outcomes {
+            if let Some(Err(e)) = outcome {
+                self.refused(mail, e).await?;
+            }
+        }
+        if !sent.is_empty() {
+            self.relay.notify_one();
+        }
+        Ok(due.len() - left)
     }
 
-    async fn send(&self, due: &Due) -> Result<(), sagaflow_runtime::event_log::StoreError> {
-        let mail = Mail {
+    fn mail_of(&self, due: &Due) -> Mail {
+        Mail {
             id: due.notification_id.clone(),
             from: self.from.clone(),
             to: due.recipient.clone(),
@@ -71,34 +110,29 @@ impl Sender {
             template: due.template.clone(),
             correlation_id: due.correlation_id.clone(),
             complaint_id: due.complaint_id.clone(),
-        };
-        match self.mailer.send(&mail).await {
-            Ok(()) => {
-                // The mail is out: recording it must not give up, or the mail would be sent
-                // again once its claim runs out (a store that is away comes back).
-                let mut pause = Duration::from_millis(100);
-                while let Err(e) = self.store.sent(due).await {
-                    tracing::warn!(notificationId = %due.notification_id, error = %e, "recording a sent mail; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(3));
-                }
-                self.metrics.event_published("NOTIFICATION_SENT");
-                tracing::info!(template = %due.template, recipient = %due.recipient, aggregateId = %due.complaint_id, correlationId = %due.correlation_id, "mail sent");
-            }
-            Err(MailError::Transient(e)) if due.attempts + 1 < self.policy.max_attempts => {
+        }
+    }
+
+    /// A mail the relay refused: tried again later, or failed for good.
+    async fn refused(
+        &self,
+        due: &Due,
+        error: &MailError,
+    ) -> Result<(), sagaflow_runtime::event_log::StoreError> {
+        match error {
+            MailError::Transient(e) if due.attempts + 1 < self.policy.max_attempts => {
                 let delay = self.policy.delay(due.attempts + 1);
                 let at = chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
                 tracing::warn!(recipient = %due.recipient, attempt = due.attempts + 1, error = %e, "mail refused for now; retrying");
-                self.store.retry_at(due, &e, at).await?;
-                return Ok(());
+                self.store.retry_at(due, e, at).await?;
             }
-            Err(e) => {
+            e => {
                 self.store.failed(due, &e.to_string()).await?;
                 self.metrics.event_published("NOTIFICATION_FAILED");
                 tracing::warn!(recipient = %due.recipient, template = %due.template, error = %e, "mail failed for good");
+                self.relay.notify_one();
             }
         }
-        self.relay.notify_one();
         Ok(())
     }
 }

@@ -84,6 +84,13 @@ pub trait NotificationStore: Send + Sync + 'static {
     async fn due(&self, limit: usize) -> Result<Vec<Due>, StoreError>;
     /// Records a sent mail and its NOTIFICATION_SENT.
     async fn sent(&self, mail: &Due) -> Result<(), StoreError>;
+    /// Records sent mails, in one commit where the store can.
+    async fn sent_all(&self, mails: &[Due]) -> Result<(), StoreError> {
+        for m in mails {
+            self.sent(m).await?;
+        }
+        Ok(())
+    }
     /// Records a mail failed for good and its NOTIFICATION_FAILED.
     async fn failed(&self, mail: &Due, error: &str) -> Result<(), StoreError>;
     /// Counts a failed attempt; the mail is due again at `at`.
@@ -95,4 +102,17 @@ pub trait NotificationStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<Value>, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// The NOTIFICATION_SENT of a mail sent now.
+pub(crate) fn sent_payload(mail: &Due) -> sagaflow_domain::Payload {
+    sagaflow_domain::Payload::NotificationSent(sagaflow_domain::events::NotificationSent {
+        notification_id: mail.notification_id.clone(),
+        complaint_id: mail.complaint_id.clone(),
+        trigger_event_id: mail.trigger_event_id.clone(),
+        recipient: mail.recipient.clone(),
+        channel: "email".into(),
+        template: mail.template.clone(),
+        sent_at: chrono::Utc::now(),
+    })
 }

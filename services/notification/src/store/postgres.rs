@@ -2,9 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sagaflow_domain::events::{
-    NotificationCompensation, NotificationFailed, NotificationSent, Payload,
-};
+use sagaflow_domain::events::{NotificationCompensation, NotificationFailed, Payload};
 use sagaflow_domain::saga::{self, ComplaintFacts, notification_stream, templates};
 use sagaflow_domain::{Context, Envelope};
 use sagaflow_runtime::bus::topology::NOTIFICATION_SERVICE;
@@ -156,28 +154,7 @@ impl PgNotifications {
     ) -> Result<(), StoreError> {
         let fail = unavailable("recording a mail");
         let mut tx = self.pool.begin().await.map_err(&fail)?;
-        // Only the sender that holds the mail's claim records it (another may have taken
-        // it over after the claim lapsed and recorded it already): one event per outcome.
-        let settled = sqlx::query("UPDATE notifications SET status = $1, attempts = attempts + 1, last_error = $2, sent_at = $3 WHERE notification_id = $4 AND status IN ('SENDING', 'PENDING')")
-            .bind(status)
-            .bind(error)
-            .bind((status == "SENT").then(now_ms))
-            .bind(&mail.notification_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(&fail)?;
-        if settled.rows_affected() == 0 {
-            return Ok(());
-        }
-        emit(
-            &mut tx,
-            &mail.complaint_id,
-            payload,
-            &mail.correlation_id,
-            &mail.trigger_event_id,
-        )
-        .await
-        .map_err(&fail)?;
+        settle_in(&mut tx, mail, status, error, payload).await?;
         tx.commit().await.map_err(&fail)
     }
 }
@@ -310,6 +287,40 @@ async fn plan_in(
     })
 }
 
+/// Records a mail's outcome and its event inside `tx`, unless another sender did already.
+async fn settle_in(
+    tx: &mut sqlx::PgConnection,
+    mail: &Due,
+    status: &str,
+    error: Option<&str>,
+    payload: &Payload,
+) -> Result<(), StoreError> {
+    let fail = unavailable("recording a mail");
+    // Only the sender that holds the mail's claim records it (another may have taken
+    // it over after the claim lapsed and recorded it already): one event per outcome.
+    let settled = sqlx::query("UPDATE notifications SET status = $1, attempts = attempts + 1, last_error = $2, sent_at = $3 WHERE notification_id = $4 AND status IN ('SENDING', 'PENDING')")
+        .bind(status)
+        .bind(error)
+        .bind((status == "SENT").then(now_ms))
+        .bind(&mail.notification_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(&fail)?;
+    if settled.rows_affected() == 0 {
+        return Ok(());
+    }
+    emit(
+        &mut *tx,
+        &mail.complaint_id,
+        payload,
+        &mail.correlation_id,
+        &mail.trigger_event_id,
+    )
+    .await
+    .map_err(&fail)?;
+    Ok(())
+}
+
 #[async_trait]
 impl NotificationStore for PgNotifications {
     async fn plan(&self, event: &Envelope, addressing: &Addressing) -> Result<Planned, StoreError> {
@@ -361,16 +372,18 @@ impl NotificationStore for PgNotifications {
     }
 
     async fn sent(&self, mail: &Due) -> Result<(), StoreError> {
-        let payload = Payload::NotificationSent(NotificationSent {
-            notification_id: mail.notification_id.clone(),
-            complaint_id: mail.complaint_id.clone(),
-            trigger_event_id: mail.trigger_event_id.clone(),
-            recipient: mail.recipient.clone(),
-            channel: "email".into(),
-            template: mail.template.clone(),
-            sent_at: Utc::now(),
-        });
-        self.settle(mail, "SENT", None, &payload).await
+        self.settle(mail, "SENT", None, &super::sent_payload(mail))
+            .await
+    }
+
+    /// One transaction for the lot.
+    async fn sent_all(&self, mails: &[Due]) -> Result<(), StoreError> {
+        let fail = unavailable("recording sent mails");
+        let mut tx = self.pool.begin().await.map_err(&fail)?;
+        for mail in mails {
+            settle_in(&mut tx, mail, "SENT", None, &super::sent_payload(mail)).await?;
+        }
+        tx.commit().await.map_err(&fail)
     }
 
     async fn failed(&self, mail: &Due, error: &str) -> Result<(), StoreError> {

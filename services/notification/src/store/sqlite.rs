@@ -4,9 +4,7 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sagaflow_domain::events::{
-    NotificationCompensation, NotificationFailed, NotificationSent, Payload,
-};
+use sagaflow_domain::events::{NotificationCompensation, NotificationFailed, Payload};
 use sagaflow_domain::saga::{self, ComplaintFacts, notification_stream, templates};
 use sagaflow_domain::{Context, Envelope};
 use sagaflow_runtime::bus::topology::NOTIFICATION_SERVICE;
@@ -158,28 +156,7 @@ impl SqliteNotifications {
     ) -> Result<(), StoreError> {
         let fail = unavailable("recording a mail");
         let mut tx = self.db.writer.begin().await.map_err(&fail)?;
-        // Only the sender that holds the mail's claim records it (another may have taken
-        // it over after the claim lapsed and recorded it already): one event per outcome.
-        let settled = sqlx::query("UPDATE notifications SET status = ?, attempts = attempts + 1, last_error = ?, sent_at = ? WHERE notification_id = ? AND status IN ('SENDING', 'PENDING')")
-            .bind(status)
-            .bind(error)
-            .bind((status == "SENT").then(now_ms))
-            .bind(&mail.notification_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(&fail)?;
-        if settled.rows_affected() == 0 {
-            return Ok(());
-        }
-        emit(
-            &mut tx,
-            &mail.complaint_id,
-            payload,
-            &mail.correlation_id,
-            &mail.trigger_event_id,
-        )
-        .await
-        .map_err(&fail)?;
+        settle_in(&mut tx, mail, status, error, payload).await?;
         tx.commit().await.map_err(&fail)
     }
 }
@@ -309,6 +286,40 @@ async fn plan_in(
     })
 }
 
+/// Records a mail's outcome and its event inside `tx`, unless another sender did already.
+async fn settle_in(
+    tx: &mut sqlx::SqliteConnection,
+    mail: &Due,
+    status: &str,
+    error: Option<&str>,
+    payload: &Payload,
+) -> Result<(), StoreError> {
+    let fail = unavailable("recording a mail");
+    // Only the sender that holds the mail's claim records it (another may have taken
+    // it over after the claim lapsed and recorded it already): one event per outcome.
+    let settled = sqlx::query("UPDATE notifications SET status = ?, attempts = attempts + 1, last_error = ?, sent_at = ? WHERE notification_id = ? AND status IN ('SENDING', 'PENDING')")
+        .bind(status)
+        .bind(error)
+        .bind((status == "SENT").then(now_ms))
+        .bind(&mail.notification_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(&fail)?;
+    if settled.rows_affected() == 0 {
+        return Ok(());
+    }
+    emit(
+        &mut *tx,
+        &mail.complaint_id,
+        payload,
+        &mail.correlation_id,
+        &mail.trigger_event_id,
+    )
+    .await
+    .map_err(&fail)?;
+    Ok(())
+}
+
 #[async_trait]
 impl NotificationStore for SqliteNotifications {
     async fn plan(&self, event: &Envelope, addressing: &Addressing) -> Result<Planned, StoreError> {
@@ -359,16 +370,18 @@ impl NotificationStore for SqliteNotifications {
     }
 
     async fn sent(&self, mail: &Due) -> Result<(), StoreError> {
-        let payload = Payload::NotificationSent(NotificationSent {
-            notification_id: mail.notification_id.clone(),
-            complaint_id: mail.complaint_id.clone(),
-            trigger_event_id: mail.trigger_event_id.clone(),
-            recipient: mail.recipient.clone(),
-            channel: "email".into(),
-            template: mail.template.clone(),
-            sent_at: Utc::now(),
-        });
-        self.settle(mail, "SENT", None, &payload).await
+        self.settle(mail, "SENT", None, &super::sent_payload(mail))
+            .await
+    }
+
+    /// One transaction for the lot.
+    async fn sent_all(&self, mails: &[Due]) -> Result<(), StoreError> {
+        let fail = unavailable("recording sent mails");
+        let mut tx = self.db.writer.begin().await.map_err(&fail)?;
+        for mail in mails {
+            settle_in(&mut tx, mail, "SENT", None, &super::sent_payload(mail)).await?;
+        }
+        tx.commit().await.map_err(&fail)
     }
 
     async fn failed(&self, mail: &Due, error: &str) -> Result<(), StoreError> {
