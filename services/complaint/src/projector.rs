@@ -42,7 +42,13 @@ impl Projector {
         if self.position() >= target {
             return Ok(());
         }
-        self.catch_up().await.map(|_| ())
+        let mut loaded = self.lock.lock().await;
+        // Whoever held the lock before may have projected it already: then one round of the
+        // many commands waiting here served them all.
+        if *loaded && self.position() >= target {
+            return Ok(());
+        }
+        self.rounds(&mut loaded, Some(target)).await.map(|_| ())
     }
 
     /// Applies another service's event about complaint `id` (a notification, an audit mark) to
@@ -95,6 +101,11 @@ impl Projector {
     /// Applies every event committed so far; returns how many it read.
     pub async fn catch_up(&self) -> Result<usize, StoreError> {
         let mut loaded = self.lock.lock().await;
+        self.rounds(&mut loaded, None).await
+    }
+
+    /// Projects batches until nothing is left, or until `target` is reached.
+    async fn rounds(&self, loaded: &mut bool, target: Option<u64>) -> Result<usize, StoreError> {
         if !*loaded {
             self.reached
                 .store(self.views.checkpoint().await?, Ordering::Release);
@@ -138,6 +149,9 @@ impl Projector {
             self.reached.store(last, Ordering::Release);
             total += batch.len();
             tracing::debug!(events = batch.len(), position = last, "projected");
+            if target.is_some_and(|t| last >= t) {
+                return Ok(total);
+            }
         }
     }
 }

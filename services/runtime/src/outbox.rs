@@ -243,6 +243,31 @@ CREATE INDEX IF NOT EXISTS outbox_unpublished_by_aggregate ON outbox (aggregate_
         Ok(())
     }
 
+    /// Writes the outbox rows of `events` (each with its JSON) with one statement, in order,
+    /// inside the caller's transaction.
+    pub async fn write_all(
+        tx: &mut PgConnection,
+        events: &[(&Envelope, String)],
+    ) -> Result<(), sqlx::Error> {
+        let aggregate = |e: &Envelope| e.aggregate().unwrap_or(AggregateType::Complaint);
+        sqlx::query(
+            "INSERT INTO outbox (event_id, aggregate_id, correlation_id, event_type, exchange, routing_key, stream, payload) \
+             SELECT e, a, c, t, x, r, s, p FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[]) \
+             WITH ORDINALITY AS u(e, a, c, t, x, r, s, p, n) ORDER BY n",
+        )
+        .bind(events.iter().map(|(e, _)| e.event_id.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|(e, _)| e.aggregate_id.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|(e, _)| e.metadata.correlation_id.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|(e, _)| e.event_type.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|(e, _)| aggregate(e).exchange()).collect::<Vec<_>>())
+        .bind(events.iter().map(|(e, _)| e.routing_key()).collect::<Vec<_>>())
+        .bind(events.iter().map(|(e, _)| aggregate(e).stream()).collect::<Vec<_>>())
+        .bind(events.iter().map(|(_, json)| json.as_str()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
     /// Records a new event of a service's own stream (next version + outbox row), in the
     /// caller's transaction; the row lock on the counter serialises writers of one stream.
     pub async fn record(

@@ -185,12 +185,18 @@ impl EventLog for PostgresEventLog {
             .unwrap_or_else(|| Err(StoreError::Unavailable("no answer to an append".into()).into()))
     }
 
-    /// One transaction for the lot, under the log's lock; each request in its own savepoint,
-    /// so one refused (a version conflict) leaves the others in.
+    /// One transaction for the lot, under the log's lock, in a few statements whatever its
+    /// size (see `append_set`); should the database refuse a row (a reused event id), again
+    /// with each request in its own savepoint, so that only that request fails.
     async fn append_batch(
         &self,
         requests: Vec<AppendRequest>,
     ) -> Vec<Result<Appended, AppendError>> {
+        match self.append_set(&requests).await {
+            Ok(results) => return results,
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {}
+            Err(e) => return every(&requests, &unavailable("appending")(e)),
+        }
         let fail = unavailable("appending");
         let mut tx = match self.pool.begin().await {
             Ok(tx) => tx,
@@ -294,6 +300,150 @@ impl EventLog for PostgresEventLog {
             .await
             .map_err(unavailable("pinging PostgreSQL"))?;
         Ok(())
+    }
+}
+
+impl PostgresEventLog {
+    /// A batch in a handful of statements: the streams' versions and the idempotency keys read
+    /// at once, conflicts decided here in request order (a request sees the ones before it),
+    /// then one statement per table inserts every row. Round trips inside the log's lock cost
+    /// more than anything else on this path. A database error gives the whole transaction up.
+    async fn append_set(
+        &self,
+        requests: &[AppendRequest],
+    ) -> Result<Vec<Result<Appended, AppendError>>, sqlx::Error> {
+        use std::collections::HashMap;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sagaflow-event-log'))")
+            .execute(&mut *tx)
+            .await?;
+        let streams: Vec<&str> = requests.iter().map(|r| r.stream_id.as_str()).collect();
+        let mut versions: HashMap<String, u64> = sqlx::query_as::<_, (String, i64)>(
+            "SELECT stream_id, MAX(version) FROM events WHERE stream_id = ANY($1) GROUP BY stream_id",
+        )
+        .bind(&streams)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(s, v)| (s, to_u64(v)))
+        .collect();
+        let keys: Vec<&str> = requests
+            .iter()
+            .filter_map(|r| r.idempotency.as_ref().map(|i| i.key.as_str()))
+            .collect();
+        let mut known: HashMap<String, IdempotencyRecord> = HashMap::new();
+        if !keys.is_empty() {
+            let rows = sqlx::query_as::<_, (String, String, String)>(
+                "SELECT key, stream_id, fingerprint FROM idempotency_keys WHERE key = ANY($1)",
+            )
+            .bind(&keys)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (key, stream_id, fingerprint) in rows {
+                known.insert(
+                    key.clone(),
+                    IdempotencyRecord {
+                        key,
+                        stream_id,
+                        fingerprint,
+                    },
+                );
+            }
+        }
+        let mut results = Vec::with_capacity(requests.len());
+        let mut accepted = Vec::new();
+        for (i, r) in requests.iter().enumerate() {
+            if let Err(e) = super::check_batch(r) {
+                results.push(Err(e));
+                continue;
+            }
+            let actual = versions.get(&r.stream_id).copied().unwrap_or(0);
+            if actual != r.expected.0 {
+                results.push(Err(AppendError::Conflict {
+                    stream_id: r.stream_id.clone(),
+                    expected: r.expected.0,
+                    actual,
+                }));
+                continue;
+            }
+            if let Some(found) = r.idempotency.as_ref().and_then(|k| known.get(&k.key)) {
+                results.push(Err(AppendError::DuplicateIdempotencyKey(found.clone())));
+                continue;
+            }
+            let version = r.expected.0 + r.events.len() as u64;
+            versions.insert(r.stream_id.clone(), version);
+            if let Some(idem) = &r.idempotency {
+                known.insert(idem.key.clone(), idem.clone());
+            }
+            accepted.push(i);
+            results.push(Ok(Appended {
+                version,
+                last_position: 0,
+            }));
+        }
+        if accepted.is_empty() {
+            tx.commit().await?;
+            return Ok(results);
+        }
+        let idems: Vec<&IdempotencyRecord> = accepted
+            .iter()
+            .filter_map(|&i| requests[i].idempotency.as_ref())
+            .collect();
+        if !idems.is_empty() {
+            sqlx::query(
+                "INSERT INTO idempotency_keys (key, stream_id, fingerprint) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])",
+            )
+            .bind(idems.iter().map(|k| k.key.as_str()).collect::<Vec<_>>())
+            .bind(
+                idems
+                    .iter()
+                    .map(|k| k.stream_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                idems
+                    .iter()
+                    .map(|k| k.fingerprint.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        let events: Vec<(&Envelope, String)> = accepted
+            .iter()
+            .flat_map(|&i| requests[i].events.iter())
+            .map(|e| (e, e.to_json()))
+            .collect();
+        let positions: HashMap<String, i64> = sqlx::query_as::<_, (i64, String)>(
+            "INSERT INTO events (event_id, stream_id, version, event_type, envelope) \
+             SELECT e, s, v, t, env FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[]) \
+             WITH ORDINALITY AS u(e, s, v, t, env, n) ORDER BY n RETURNING position, event_id",
+        )
+        .bind(events.iter().map(|(e, _)| e.event_id.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|(e, _)| e.aggregate_id.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|(e, _)| to_i64(e.metadata.version)).collect::<Vec<_>>())
+        .bind(events.iter().map(|(e, _)| e.event_type.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|(_, json)| json.as_str()).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(p, id)| (id, p))
+        .collect();
+        crate::outbox::pg::write_all(&mut tx, &events).await?;
+        tx.commit().await?;
+        for &i in &accepted {
+            let last = requests[i]
+                .events
+                .last()
+                .and_then(|e| positions.get(&e.event_id))
+                .copied()
+                .unwrap_or(0);
+            if let Some(Ok(appended)) = results.get_mut(i) {
+                appended.last_position = to_u64(last);
+            }
+        }
+        Ok(results)
     }
 }
 

@@ -205,6 +205,24 @@ pub async fn a_batch_appends_to_each_stream_in_order(log: Arc<dyn StreamLog>) {
     assert_eq!(main[0].fields, fields(1), "stored as given");
 }
 
+/// A read that finds nothing for its whole block answers "nothing", not an error (a client
+/// timeout shorter than the block would lose track of what the server hands over late).
+pub async fn a_read_blocked_for_its_whole_block_answers_nothing(log: Arc<dyn StreamLog>) {
+    log.create_group(S, "g", GroupStart::End)
+        .await
+        .expect("group");
+    let started = std::time::Instant::now();
+    let got = log
+        .read_group(S, "g", "c1", 10, Duration::from_millis(900))
+        .await
+        .expect("a quiet stream is not an error");
+    assert!(got.is_empty());
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "it did block"
+    );
+}
+
 #[macro_export]
 macro_rules! streams_conformance {
     ($new:expr) => {
@@ -218,6 +236,7 @@ macro_rules! streams_conformance {
             the_cap_keeps_about_max_len_newest_entries,
             a_blocked_read_wakes_for_an_append,
             a_batch_appends_to_each_stream_in_order,
+            a_read_blocked_for_its_whole_block_answers_nothing,
         );
     };
     (@tests $new:expr; $($name:ident),+ $(,)?) => {

@@ -183,9 +183,15 @@ impl StreamLog for RedisStreams {
         let reply: Option<StreamReadReply> = if block.is_zero() {
             cmd.query_async(&mut self.conn.clone()).await
         } else {
+            // A blocking read holds its connection, so it gets its own, and an answer may take
+            // the whole block: the default response timeout (half a second) would give up on
+            // it, and the entries the server handed over meanwhile would wait, pending, for
+            // the idle reclaim.
+            let config = redis::AsyncConnectionConfig::new()
+                .set_response_timeout(Some(block + Duration::from_secs(5)));
             let mut own = self
                 .client
-                .get_multiplexed_async_connection()
+                .get_multiplexed_async_connection_with_config(&config)
                 .await
                 .map_err(unavailable)?;
             cmd.query_async(&mut own).await
