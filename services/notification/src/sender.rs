@@ -26,7 +26,7 @@ pub struct Sender {
 const CLAIM_MARGIN: Duration = Duration::from_secs(30);
 
 /// Mails handed to the mailer at once (each may wait on a relay or a disk flush).
-const SENDING_AT_ONCE: usize = 8;
+const SENDING_AT_ONCE: usize = 16;
 
 impl Sender {
     pub async fn run(self: Arc<Self>, tick: Duration) {
@@ -48,7 +48,7 @@ impl Sender {
     /// Sends what is due now, a few mails at a time, and records the sent ones in one commit;
     /// returns how many mails it tried.
     pub async fn send_due(&self) -> Result<usize, sagaflow_runtime::event_log::StoreError> {
-        let due = self.store.due(32).await?;
+        let due = self.store.due(64).await?;
         let claimed = std::time::Instant::now();
         let mut outcomes: Vec<(&Due, Option<Result<(), MailError>>)> = Vec::new();
         for chunk in due.chunks(SENDING_AT_ONCE) {

@@ -97,19 +97,23 @@ impl Mailer for Mailbox {
             .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
             .collect();
         let path = self.dir.join(format!("{name}.eml"));
-        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
-            return Ok(());
-        }
         let tmp = self.dir.join(format!(".{name}.tmp"));
         let text = render(mail);
-        let write = async {
-            tokio::fs::write(&tmp, text.as_bytes()).await?;
-            let f = tokio::fs::File::open(&tmp).await?;
-            f.sync_all().await?;
-            tokio::fs::rename(&tmp, &path).await
-        };
+        // One trip to the blocking pool for the whole write (each `tokio::fs` call is one).
+        let target = path.clone();
+        let write = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write as _;
+            if target.exists() {
+                return Ok(());
+            }
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &target)
+        });
         write
             .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
             .map_err(|e| MailError::Transient(format!("writing {}: {e}", path.display())))
     }
 }

@@ -65,7 +65,8 @@ const LEASE: Duration = Duration::from_secs(120);
 pub struct SqliteBus {
     db: Db,
     queues: Arc<RwLock<Vec<QueueSpec>>>,
-    wake: Arc<Notify>,
+    /// One per queue: a publish or a settlement wakes the receivers of its queues only.
+    wakes: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<Notify>>>>,
 }
 
 fn now_ms() -> i64 {
@@ -115,7 +116,7 @@ impl SqliteBus {
         let bus = Self {
             db,
             queues: Arc::new(RwLock::new(Vec::new())),
-            wake: Arc::new(Notify::new()),
+            wakes: Arc::default(),
         };
         bus.load_queues().await?;
         Ok(bus)
@@ -225,6 +226,24 @@ impl SqliteBus {
         Ok((deliveries, next))
     }
 
+    fn waker(&self, queue: &str) -> Arc<Notify> {
+        let mut wakes = self
+            .wakes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        wakes.entry(queue.to_owned()).or_default().clone()
+    }
+
+    /// Wakes the receivers of these queues.
+    fn wake<'q>(&self, queues: impl IntoIterator<Item = &'q str>) {
+        let mut seen = std::collections::HashSet::new();
+        for q in queues {
+            if seen.insert(q) {
+                self.waker(q).notify_waiters();
+            }
+        }
+    }
+
     pub async fn close(&self) {
         self.db.close().await;
     }
@@ -281,9 +300,11 @@ impl MessageBus for SqliteBus {
             .begin()
             .await
             .map_err(unavailable("publishing"))?;
+        let mut touched = Vec::new();
         for (message, targets) in routed {
             let headers = headers_json(&message.headers);
             for queue in targets {
+                touched.push(queue.clone());
                 sqlx::query(
                     "INSERT INTO messages (queue, message_id, exchange, routing_key, ordering_key, headers, body, available_at) \
                      VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -302,7 +323,7 @@ impl MessageBus for SqliteBus {
             }
         }
         tx.commit().await.map_err(unavailable("publishing"))?;
-        self.wake.notify_waiters();
+        self.wake(touched.iter().map(String::as_str));
         Ok(())
     }
 
@@ -314,7 +335,8 @@ impl MessageBus for SqliteBus {
     ) -> Result<Vec<Delivery>, BusError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let woken = self.wake.notified();
+            let waker = self.waker(queue);
+            let woken = waker.notified();
             let (deliveries, next_due) = self.claim(queue, max).await?;
             if !deliveries.is_empty() {
                 return Ok(deliveries);
@@ -353,7 +375,7 @@ impl MessageBus for SqliteBus {
                 .map_err(unavailable("acking"))?;
         }
         tx.commit().await.map_err(unavailable("acking"))?;
-        self.wake.notify_waiters();
+        self.wake(deliveries.iter().map(|d| d.queue.as_str()));
         Ok(())
     }
 
@@ -372,7 +394,7 @@ impl MessageBus for SqliteBus {
             .execute(&self.db.writer)
             .await
             .map_err(unavailable("scheduling a retry"))?;
-        self.wake.notify_waiters();
+        self.wake([delivery.queue.as_str()]);
         Ok(())
     }
 
@@ -414,7 +436,7 @@ impl MessageBus for SqliteBus {
             .await
             .map_err(unavailable("dead-lettering"))?;
         tx.commit().await.map_err(unavailable("dead-lettering"))?;
-        self.wake.notify_waiters();
+        self.wake([delivery.queue.as_str()]);
         tracing::warn!(queue = %delivery.queue, dlq = %dlq_name(&m.exchange), messageId = %m.message_id, error, "dead-lettered");
         Ok(())
     }
@@ -468,7 +490,14 @@ impl MessageBus for SqliteBus {
             .await
             .map_err(unavailable("redriving"))?;
         tx.commit().await.map_err(unavailable("redriving"))?;
-        self.wake.notify_waiters();
+        let all: Vec<Arc<Notify>> = self
+            .wakes
+            .lock()
+            .map(|w| w.values().cloned().collect())
+            .unwrap_or_default();
+        for w in all {
+            w.notify_waiters();
+        }
         Ok(usize::try_from(moved).unwrap_or(usize::MAX))
     }
 

@@ -383,7 +383,7 @@ pub async fn lag(
                 if events.is_empty() {
                     tokio::select! {
                         _ = tail_stopped.wait_for(|s| *s) => return anyhow::Ok(()),
-                        _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+                        _ = tokio::time::sleep(Duration::from_millis(2)) => {}
                     }
                 }
             }
