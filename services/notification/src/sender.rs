@@ -25,8 +25,9 @@ pub struct Sender {
 /// How long a claimed batch may be worked on (the stores' claims last 60 s).
 const CLAIM_MARGIN: Duration = Duration::from_secs(30);
 
-/// Mails handed to the mailer at once (each may wait on a relay or a disk flush).
-const SENDING_AT_ONCE: usize = 16;
+/// Mails claimed, sent at once and recorded in one commit. It bounds what a sender killed
+/// between the relay's acceptance and its record sends again (under the same Message-ID).
+pub const BATCH: usize = 16;
 
 impl Sender {
     pub async fn run(self: Arc<Self>, tick: Duration) {
@@ -48,10 +49,10 @@ impl Sender {
     /// Sends what is due now, a few mails at a time, and records the sent ones in one commit;
     /// returns how many mails it tried.
     pub async fn send_due(&self) -> Result<usize, sagaflow_runtime::event_log::StoreError> {
-        let due = self.store.due(64).await?;
+        let due = self.store.due(BATCH).await?;
         let claimed = std::time::Instant::now();
         let mut outcomes: Vec<(&Due, Option<Result<(), MailError>>)> = Vec::new();
-        for chunk in due.chunks(SENDING_AT_ONCE) {
+        for chunk in due.chunks(BATCH) {
             // The stores claim mails for a minute; past half of it, the rest of the batch is
             // left for a fresh claim rather than sent on a claim another sender may take over.
             if claimed.elapsed() > CLAIM_MARGIN {

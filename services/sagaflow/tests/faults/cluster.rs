@@ -195,9 +195,12 @@ async fn two_replicas_each_through_kills_and_backend_restarts_lose_and_double_no
         "only {backends_restarted} backend restarts"
     );
     crate::assert_clean(&report);
+    // A sender killed after the relay accepted its batch and before recording it sends that
+    // batch again (same Message-IDs): at most one batch per kill.
+    let batch = sagaflow_notification::sender::BATCH;
     assert!(
-        report.resent <= notification_kills,
-        "{} mails delivered again, but only {notification_kills} notification replicas were killed",
+        report.resent <= notification_kills * batch,
+        "{} mails delivered again, but only {notification_kills} notification replicas were killed (at most {batch} each)",
         report.resent
     );
     drop(replicas);
