@@ -3,6 +3,7 @@
 //! TEST_RABBITMQ_URL and TEST_REDIS_URL. Each test has its own namespace, RabbitMQ virtual host
 //! and Redis database, and runs `sagaflow-operator run` as a real process.
 
+mod helm;
 mod helpers;
 mod pipeline;
 mod rbac;
