@@ -242,3 +242,77 @@ async fn the_chart_lints_renders_valid_objects_refuses_wrong_values_and_installs
     );
     k.cleanup().await;
 }
+
+fn promtool(args: &[&str], dir: &std::path::Path) -> Output {
+    let bin = std::env::var("TEST_PROMTOOL").unwrap_or_else(|_| {
+        panic!("TEST_PROMTOOL is not set: `scripts/kube` installs promtool and prints PROMTOOL=<path>; export it as TEST_PROMTOOL (./scripts/test does)")
+    });
+    Command::new(&bin)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("running {bin}: {e}"))
+}
+
+/// The chart's PrometheusRule carries the rules file as it is; promtool accepts every rule and
+/// the scenarios of `rules/sagaflow.rules.test.yaml` fire (and stay quiet) as they say.
+#[test]
+fn the_alert_rules_parse_and_fire_as_their_scenarios_say() {
+    let rendered = ok(
+        "helm template",
+        &helm(&[
+            "template",
+            "r1",
+            CHART,
+            "--set",
+            "metrics.prometheusRule.enabled=true",
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+            "--show-only",
+            "templates/prometheusrule.yaml",
+        ]),
+    );
+    let rule: serde_json::Value = serde_yaml::from_str(&rendered).expect("a PrometheusRule");
+    assert_eq!(rule["kind"], "PrometheusRule");
+    let file = format!("{CHART}/rules/sagaflow.rules.yaml");
+    let text = std::fs::read_to_string(&file).expect("the rules file");
+    let groups: serde_json::Value = serde_yaml::from_str(&text).expect("a rule file");
+    assert_eq!(
+        rule["spec"], groups,
+        "the PrometheusRule's spec is the rules file"
+    );
+    let alerts: Vec<&str> = groups["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+        .filter_map(|r| r["alert"].as_str())
+        .collect();
+    for wanted in [
+        "SagaflowDeadLetters",
+        "SagaflowOutboxBacklogGrowing",
+        "SagaflowConsumerRetrying",
+        "SagaflowCompensationRatioHigh",
+        "SagaflowEscalations",
+        "SagaflowServiceDown",
+        "SagaflowOperatorReconcileFailing",
+    ] {
+        assert!(alerts.contains(&wanted), "no {wanted} in {alerts:?}");
+    }
+    // promtool reads what the chart renders, not only the source file.
+    let dir = tempfile::tempdir().expect("a directory");
+    std::fs::write(
+        dir.path().join("rendered.yaml"),
+        serde_yaml::to_string(&rule["spec"]).expect("YAML"),
+    )
+    .expect("writing");
+    ok(
+        "promtool check rules",
+        &promtool(&["check", "rules", "rendered.yaml"], dir.path()),
+    );
+    let rules_dir = std::path::Path::new(CHART).join("rules");
+    ok(
+        "promtool test rules",
+        &promtool(&["test", "rules", "sagaflow.rules.test.yaml"], &rules_dir),
+    );
+}

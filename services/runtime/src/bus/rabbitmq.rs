@@ -29,6 +29,10 @@ const ORDERING_KEY: &str = "x-ordering-key";
 const EXCHANGE: &str = "x-exchange";
 const ROUTING_KEY: &str = "x-routing-key";
 const PREFETCH: u16 = 256;
+/// How long a publisher confirm may take. A confirm that never comes (a channel the broker
+/// closed under it) must not hold the relay forever: past this, the publish fails, the channel
+/// is replaced, and the rows are published again.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn unavailable(e: impl std::fmt::Display) -> BusError {
     BusError::Unavailable(crate::config::redact(&e.to_string()))
@@ -199,6 +203,26 @@ impl RabbitBus {
         Ok(ch)
     }
 
+    /// Waits for a publisher confirm, `CONFIRM_TIMEOUT` at most; on timeout the channel is
+    /// closed so that the next publish opens a fresh one.
+    async fn confirmed(
+        &self,
+        ch: &Channel,
+        pending: lapin::PublisherConfirm,
+    ) -> Result<lapin::Confirmation, BusError> {
+        match tokio::time::timeout(CONFIRM_TIMEOUT, pending).await {
+            Ok(confirm) => confirm.map_err(unavailable),
+            Err(_) => {
+                let _ = ch.close(200, "no publisher confirm".into()).await;
+                *self.publisher.lock().await = None;
+                Err(BusError::Unavailable(format!(
+                    "no publisher confirm within {} s",
+                    CONFIRM_TIMEOUT.as_secs()
+                )))
+            }
+        }
+    }
+
     /// Publishes and waits for the broker's confirm.
     async fn send(
         &self,
@@ -207,8 +231,10 @@ impl RabbitBus {
         body: &[u8],
         props: BasicProperties,
     ) -> Result<(), BusError> {
-        let ch = self.publisher().await?;
-        let confirm = ch
+        let ch = tokio::time::timeout(CONFIRM_TIMEOUT, self.publisher())
+            .await
+            .map_err(|_| BusError::Unavailable("opening a publisher channel timed out".into()))??;
+        let pending = ch
             .basic_publish(
                 exchange.into(),
                 routing_key.into(),
@@ -217,9 +243,8 @@ impl RabbitBus {
                 props,
             )
             .await
-            .map_err(unavailable)?
-            .await
             .map_err(unavailable)?;
+        let confirm = self.confirmed(&ch, pending).await?;
         if confirm.is_nack() {
             return Err(BusError::Unavailable(format!(
                 "the broker refused a message for {exchange} {routing_key}"
@@ -421,7 +446,9 @@ impl MessageBus for RabbitBus {
 
     /// Publishes them all on the confirm channel, then waits for their confirms together.
     async fn publish_all(&self, messages: &[Message]) -> Result<(), BusError> {
-        let ch = self.publisher().await?;
+        let ch = tokio::time::timeout(CONFIRM_TIMEOUT, self.publisher())
+            .await
+            .map_err(|_| BusError::Unavailable("opening a publisher channel timed out".into()))??;
         let mut confirms = Vec::with_capacity(messages.len());
         for m in messages {
             let confirm = ch
@@ -437,7 +464,7 @@ impl MessageBus for RabbitBus {
             confirms.push((m, confirm));
         }
         for (m, confirm) in confirms {
-            if confirm.await.map_err(unavailable)?.is_nack() {
+            if self.confirmed(&ch, confirm).await?.is_nack() {
                 return Err(BusError::Unavailable(format!(
                     "the broker refused a message for {} {}",
                     m.exchange, m.routing_key
