@@ -316,3 +316,45 @@ fn the_alert_rules_parse_and_fire_as_their_scenarios_say() {
         &promtool(&["test", "rules", "sagaflow.rules.test.yaml"], &rules_dir),
     );
 }
+
+/// The operator's dashboard (`grafana/sagaflow-operator.json`): a valid model, every query
+/// parsed by promtool, every metric it uses exposed by a running operator once it has
+/// reconciled (and failed to: an EventPipeline whose Secret does not exist).
+#[tokio::test]
+async fn every_metric_the_operator_dashboard_queries_is_exposed() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let d = crate::dashboard_checks::load(root, "sagaflow-operator.json");
+    crate::dashboard_checks::check_structure(&d);
+    let exprs = crate::dashboard_checks::exprs(&d);
+    crate::dashboard_checks::promtool_parses(&exprs);
+
+    let k = Kube::new("dash", 10).await;
+    let mut operator = Operator::start(&k.ns, "dash-1");
+    k.create_raw(
+        "EventPipeline",
+        "no-secret",
+        serde_json::json!({"rabbitmq": {"name": "missing"}, "redis": {"name": "missing"}}),
+    )
+    .await
+    .expect("an EventPipeline");
+    let address = operator.address().await;
+    let wanted: std::collections::BTreeSet<String> = exprs
+        .iter()
+        .flat_map(|e| crate::dashboard_checks::metrics(e))
+        .map(|m| crate::dashboard_checks::family(&m))
+        .collect();
+    let exposed = eventually("every family on /metrics", 30, || async {
+        let text = reqwest::get(format!("http://{address}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let exposed = crate::dashboard_checks::exposed(&text);
+        wanted.is_subset(&exposed).then_some(exposed)
+    })
+    .await;
+    assert!(wanted.is_subset(&exposed));
+    operator.kill();
+    k.cleanup().await;
+}

@@ -3,6 +3,8 @@
 //! TEST_RABBITMQ_URL and TEST_REDIS_URL. Each test has its own namespace, RabbitMQ virtual host
 //! and Redis database, and runs `sagaflow-operator run` as a real process.
 
+#[path = "../../../services/sagaflow/tests/support/dashboards.rs"]
+mod dashboard_checks;
 mod helm;
 mod helpers;
 mod pipeline;

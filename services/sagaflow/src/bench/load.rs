@@ -16,6 +16,8 @@ use super::system::Targets;
 const PRIORITIES: [&str; 4] = ["LOW", "MEDIUM", "HIGH", "CRITICAL"];
 /// Complaints spread over this many categories (the list filter picks one).
 const CATEGORIES: u64 = 7;
+/// How far behind its last position the lag scenario's feed reader reads again.
+const LOOKBACK: u64 = 64;
 /// The list scenario's filter: about one complaint in 28.
 pub const LIST_FILTER: &str = "priority=HIGH&category=bench-3";
 
@@ -362,11 +364,20 @@ pub async fn lag(
         tokio::spawn(async move {
             let mut after = start_position;
             loop {
-                let events = driver.archived_after(after, 1000).await?;
+                // Positions are taken before their events commit, and on MongoDB two stream
+                // consumers append at once: a lower position can appear after a higher one was
+                // read. Each read goes back a window behind the last position seen.
+                let events = driver
+                    .archived_after(after.saturating_sub(LOOKBACK).max(start_position), 1000)
+                    .await?;
                 let now = Instant::now();
-                if let Some(last) = events.last().and_then(|e| e["position"].as_u64()) {
-                    after = last;
-                }
+                let newest = events
+                    .iter()
+                    .filter_map(|e| e["position"].as_u64())
+                    .max()
+                    .unwrap_or(after);
+                let moved = newest > after;
+                after = after.max(newest);
                 {
                     let mut seen = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
                     for e in &events {
@@ -380,7 +391,7 @@ pub async fn lag(
                         }
                     }
                 }
-                if events.is_empty() {
+                if !moved {
                     tokio::select! {
                         _ = tail_stopped.wait_for(|s| *s) => return anyhow::Ok(()),
                         _ = tokio::time::sleep(Duration::from_millis(2)) => {}

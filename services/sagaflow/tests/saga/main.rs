@@ -7,8 +7,11 @@ mod helpers;
 
 #[path = "../support/backends.rs"]
 mod backends;
+#[path = "../support/dashboards.rs"]
+mod dashboard_checks;
 
 mod compensation;
+mod dashboards;
 mod deadlines;
 mod full;
 mod hostile;
