@@ -171,12 +171,10 @@ impl AuditLog for SqliteAudit {
             Err(e) => Err(e),
         };
         done.unwrap_or_else(|e| {
-            let fail = unavailable("recording audit entries");
-            let text = fail(e).to_string();
-            events
-                .iter()
-                .map(|_| Err(StoreError::Unavailable(text.clone())))
-                .collect()
+            sagaflow_runtime::event_log::failed_all(
+                events.len(),
+                &unavailable("recording audit entries")(e),
+            )
         })
     }
 

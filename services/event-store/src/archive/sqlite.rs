@@ -111,11 +111,10 @@ impl Archive for SqliteArchive {
             Err(e) => Err(e),
         };
         done.unwrap_or_else(|e| {
-            let text = unavailable("archiving events")(e).to_string();
-            events
-                .iter()
-                .map(|_| Err(StoreError::Unavailable(text.clone())))
-                .collect()
+            sagaflow_runtime::event_log::failed_all(
+                events.len(),
+                &unavailable("archiving events")(e),
+            )
         })
     }
 

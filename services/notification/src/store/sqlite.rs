@@ -348,11 +348,7 @@ impl NotificationStore for SqliteNotifications {
             Err(e) => Err(e),
         };
         done.unwrap_or_else(|e| {
-            let text = unavailable("planning mails")(e).to_string();
-            events
-                .iter()
-                .map(|_| Err(StoreError::Unavailable(text.clone())))
-                .collect()
+            sagaflow_runtime::event_log::failed_all(events.len(), &unavailable("planning mails")(e))
         })
     }
 

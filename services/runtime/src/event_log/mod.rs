@@ -142,6 +142,16 @@ pub trait EventLog: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
+/// The same failure for each of `n` items of a batch that did not commit.
+pub fn failed_all<T, E: From<StoreError>>(n: usize, e: &StoreError) -> Vec<Result<T, E>> {
+    let text = match e {
+        StoreError::Unavailable(m) | StoreError::Corrupt(m) => m,
+    };
+    (0..n)
+        .map(|_| Err(StoreError::Unavailable(text.clone()).into()))
+        .collect()
+}
+
 /// Refuses a batch whose versions do not follow `expected` or that belongs to another stream.
 pub(crate) fn check_batch(request: &AppendRequest) -> Result<(), AppendError> {
     if request.events.is_empty() {

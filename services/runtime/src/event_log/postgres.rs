@@ -40,6 +40,9 @@ CREATE TABLE idempotency_keys (
     (3, crate::outbox::pg::SCHEMA_BY_AGGREGATE),
 ];
 
+/// Held by each append transaction to its end: positions become visible in assignment order.
+const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('sagaflow-event-log'))";
+
 #[derive(Debug, Clone)]
 pub struct PostgresEventLog {
     pool: PgPool,
@@ -78,14 +81,6 @@ impl PostgresEventLog {
     pub async fn close(&self) {
         self.pool.close().await;
     }
-}
-
-/// The same failure for every request of a batch that did not commit.
-fn every(requests: &[AppendRequest], e: &StoreError) -> Vec<Result<Appended, AppendError>> {
-    requests
-        .iter()
-        .map(|_| Err(AppendError::Store(StoreError::Unavailable(e.to_string()))))
-        .collect()
 }
 
 /// Appends one request inside `tx` (its version and idempotency checks see what the same
@@ -195,40 +190,15 @@ impl EventLog for PostgresEventLog {
         match self.append_set(&requests).await {
             Ok(results) => return results,
             Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {}
-            Err(e) => return every(&requests, &unavailable("appending")(e)),
+            Err(e) => return super::failed_all(requests.len(), &unavailable("appending")(e)),
         }
-        let fail = unavailable("appending");
-        let mut tx = match self.pool.begin().await {
-            Ok(tx) => tx,
-            Err(e) => return every(&requests, &fail(e)),
-        };
-        if let Err(e) = sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sagaflow-event-log'))")
-            .execute(&mut *tx)
-            .await
-        {
-            return every(&requests, &fail(e));
+        let done = async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(LOCK).execute(&mut *tx).await?;
+            crate::in_savepoints!(tx, &requests, |conn, request| append_in(conn, request))
         }
-        let mut results = Vec::with_capacity(requests.len());
-        for request in &requests {
-            let mut savepoint = match sqlx::Connection::begin(&mut *tx).await {
-                Ok(sp) => sp,
-                Err(e) => return every(&requests, &fail(e)),
-            };
-            let result = append_in(&mut savepoint, request).await;
-            let settled = if result.is_ok() {
-                savepoint.commit().await
-            } else {
-                savepoint.rollback().await
-            };
-            if let Err(e) = settled {
-                return every(&requests, &fail(e));
-            }
-            results.push(result);
-        }
-        if let Err(e) = tx.commit().await {
-            return every(&requests, &fail(e));
-        }
-        results
+        .await;
+        done.unwrap_or_else(|e| super::failed_all(requests.len(), &unavailable("appending")(e)))
     }
 
     async fn read_stream(
@@ -314,9 +284,7 @@ impl PostgresEventLog {
     ) -> Result<Vec<Result<Appended, AppendError>>, sqlx::Error> {
         use std::collections::HashMap;
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sagaflow-event-log'))")
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(LOCK).execute(&mut *tx).await?;
         let streams: Vec<&str> = requests.iter().map(|r| r.stream_id.as_str()).collect();
         let mut versions: HashMap<String, u64> = sqlx::query_as::<_, (String, i64)>(
             "SELECT stream_id, MAX(version) FROM events WHERE stream_id = ANY($1) GROUP BY stream_id",

@@ -84,14 +84,6 @@ impl SqliteEventLog {
     }
 }
 
-/// The same failure for every request of a batch that did not commit.
-fn every(requests: &[AppendRequest], e: &StoreError) -> Vec<Result<Appended, AppendError>> {
-    requests
-        .iter()
-        .map(|_| Err(AppendError::Store(StoreError::Unavailable(e.to_string()))))
-        .collect()
-}
-
 /// Appends one request inside `tx` (its version and idempotency checks see what the same
 /// transaction wrote before).
 async fn append_in(
@@ -183,32 +175,13 @@ impl EventLog for SqliteEventLog {
         &self,
         requests: Vec<AppendRequest>,
     ) -> Vec<Result<Appended, AppendError>> {
-        let fail = unavailable("appending");
-        let mut tx = match self.db.writer.begin().await {
-            Ok(tx) => tx,
-            Err(e) => return every(&requests, &fail(e)),
-        };
-        let mut results = Vec::with_capacity(requests.len());
-        for request in &requests {
-            let mut savepoint = match sqlx::Connection::begin(&mut *tx).await {
-                Ok(sp) => sp,
-                Err(e) => return every(&requests, &fail(e)),
-            };
-            let result = append_in(&mut savepoint, request).await;
-            let settled = if result.is_ok() {
-                savepoint.commit().await
-            } else {
-                savepoint.rollback().await
-            };
-            if let Err(e) = settled {
-                return every(&requests, &fail(e));
+        let done = match self.db.writer.begin().await {
+            Ok(tx) => {
+                crate::in_savepoints!(tx, &requests, |conn, request| append_in(conn, request))
             }
-            results.push(result);
-        }
-        if let Err(e) = tx.commit().await {
-            return every(&requests, &fail(e));
-        }
-        results
+            Err(e) => Err(e),
+        };
+        done.unwrap_or_else(|e| super::failed_all(requests.len(), &unavailable("appending")(e)))
     }
 
     async fn read_stream(

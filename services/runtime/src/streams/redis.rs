@@ -73,6 +73,25 @@ impl RedisStreams {
         })
     }
 
+    /// `XADD key [MAXLEN ~ n] * field value …`.
+    fn xadd(
+        &self,
+        stream: &str,
+        fields: &BTreeMap<String, String>,
+        max_len: Option<u64>,
+    ) -> redis::Cmd {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(self.key(stream));
+        if let Some(n) = max_len {
+            cmd.arg("MAXLEN").arg("~").arg(n);
+        }
+        cmd.arg("*");
+        for (k, v) in fields {
+            cmd.arg(k).arg(v);
+        }
+        cmd
+    }
+
     fn key(&self, stream: &str) -> String {
         format!("{}{stream}", self.prefix)
     }
@@ -97,16 +116,8 @@ impl StreamLog for RedisStreams {
         fields: &BTreeMap<String, String>,
         max_len: Option<u64>,
     ) -> Result<String, StreamError> {
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(self.key(stream));
-        if let Some(n) = max_len {
-            cmd.arg("MAXLEN").arg("~").arg(n);
-        }
-        cmd.arg("*");
-        for (k, v) in fields {
-            cmd.arg(k).arg(v);
-        }
-        cmd.query_async(&mut self.conn.clone())
+        self.xadd(stream, fields, max_len)
+            .query_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)
     }
@@ -122,15 +133,8 @@ impl StreamLog for RedisStreams {
         }
         let mut pipe = redis::pipe();
         for (stream, fields) in entries {
-            let cmd = pipe.cmd("XADD").arg(self.key(stream));
-            if let Some(n) = max_len {
-                cmd.arg("MAXLEN").arg("~").arg(n);
-            }
-            cmd.arg("*");
-            for (k, v) in fields {
-                cmd.arg(k).arg(v);
-            }
-            cmd.ignore();
+            pipe.add_command(self.xadd(stream, fields, max_len))
+                .ignore();
         }
         pipe.query_async::<()>(&mut self.conn.clone())
             .await

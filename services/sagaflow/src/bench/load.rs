@@ -16,8 +16,58 @@ use super::system::Targets;
 const PRIORITIES: [&str; 4] = ["LOW", "MEDIUM", "HIGH", "CRITICAL"];
 /// Complaints spread over this many categories (the list filter picks one).
 const CATEGORIES: u64 = 7;
-/// How far behind its last position the lag scenario's feed reader reads again.
-const LOOKBACK: u64 = 64;
+/// How long the feed reader waits for a missing position before it reads past it.
+const GAP_WAIT: Duration = Duration::from_millis(500);
+
+/// Where the lag scenario's reader of the event store's feed reads from. Positions are taken
+/// before their events commit, and on MongoDB two stream consumers append at once: a lower
+/// position can appear after a higher one was read. So it reads from the first position it has
+/// not seen, and passes a missing one only after `GAP_WAIT` (a position whose write failed never
+/// comes).
+struct Feed {
+    /// Every position up to this one was seen (or given up on).
+    contiguous: u64,
+    /// Positions seen above `contiguous`.
+    ahead: std::collections::BTreeSet<u64>,
+    gap_since: Option<Instant>,
+}
+
+impl Feed {
+    fn new(start: u64) -> Self {
+        Self {
+            contiguous: start,
+            ahead: Default::default(),
+            gap_since: None,
+        }
+    }
+
+    fn after(&self) -> u64 {
+        self.contiguous
+    }
+
+    /// Records the positions of a read; answers whether any was new.
+    fn saw(&mut self, positions: impl Iterator<Item = u64>, now: Instant) -> bool {
+        let mut moved = false;
+        for p in positions.filter(|p| *p > self.contiguous) {
+            moved |= self.ahead.insert(p);
+        }
+        loop {
+            while self.ahead.remove(&(self.contiguous + 1)) {
+                self.contiguous += 1;
+            }
+            let Some(&first) = self.ahead.first() else {
+                self.gap_since = None;
+                return moved;
+            };
+            let since = *self.gap_since.get_or_insert(now);
+            if now.duration_since(since) < GAP_WAIT {
+                return moved;
+            }
+            self.contiguous = first - 1;
+            self.gap_since = None;
+        }
+    }
+}
 /// The list scenario's filter: about one complaint in 28.
 pub const LIST_FILTER: &str = "priority=HIGH&category=bench-3";
 
@@ -362,22 +412,11 @@ pub async fn lag(
     let tail = {
         let (driver, seen) = (driver.clone(), seen.clone());
         tokio::spawn(async move {
-            let mut after = start_position;
+            let mut feed = Feed::new(start_position);
             loop {
-                // Positions are taken before their events commit, and on MongoDB two stream
-                // consumers append at once: a lower position can appear after a higher one was
-                // read. Each read goes back a window behind the last position seen.
-                let events = driver
-                    .archived_after(after.saturating_sub(LOOKBACK).max(start_position), 1000)
-                    .await?;
+                let events = driver.archived_after(feed.after(), 1000).await?;
                 let now = Instant::now();
-                let newest = events
-                    .iter()
-                    .filter_map(|e| e["position"].as_u64())
-                    .max()
-                    .unwrap_or(after);
-                let moved = newest > after;
-                after = after.max(newest);
+                let moved = feed.saw(events.iter().filter_map(|e| e["position"].as_u64()), now);
                 {
                     let mut seen = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
                     for e in &events {
@@ -566,4 +605,32 @@ pub async fn list(driver: &Driver, chains: u32, duration: Duration) -> anyhow::R
         }
     }
     Ok(samples)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_feed_reads_again_from_a_missing_position_until_it_comes() {
+        let t0 = Instant::now();
+        let mut feed = Feed::new(10);
+        assert!(feed.saw([11, 13].into_iter(), t0));
+        assert_eq!(feed.after(), 11, "12 is missing: read from there");
+        assert!(!feed.saw([13].into_iter(), t0), "nothing new");
+        assert!(feed.saw([12, 13, 14].into_iter(), t0 + Duration::from_millis(100)));
+        assert_eq!(feed.after(), 14);
+    }
+
+    #[test]
+    fn the_feed_passes_a_position_that_never_comes() {
+        let t0 = Instant::now();
+        let mut feed = Feed::new(0);
+        feed.saw([1, 3].into_iter(), t0);
+        assert_eq!(feed.after(), 1);
+        feed.saw([3].into_iter(), t0 + GAP_WAIT / 2);
+        assert_eq!(feed.after(), 1, "still waiting for 2");
+        feed.saw([3].into_iter(), t0 + GAP_WAIT);
+        assert_eq!(feed.after(), 3);
+    }
 }
