@@ -203,6 +203,46 @@ impl RabbitBus {
         Ok(ch)
     }
 
+    /// Publishes them all on the confirm channel, then waits for their confirms together.
+    async fn publish_batch(&self, messages: &[Message]) -> Result<(), BusError> {
+        let ch = tokio::time::timeout(CONFIRM_TIMEOUT, self.publisher())
+            .await
+            .map_err(|_| BusError::Unavailable("opening a publisher channel timed out".into()))??;
+        let mut confirms = Vec::with_capacity(messages.len());
+        for m in messages {
+            let confirm = ch
+                .basic_publish(
+                    m.exchange.as_str().into(),
+                    m.routing_key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    m.body.as_bytes(),
+                    properties(m, &BTreeMap::new()),
+                )
+                .await
+                .map_err(unavailable)?;
+            confirms.push((m, confirm));
+        }
+        for (m, confirm) in confirms {
+            if self.confirmed(&ch, confirm).await?.is_nack() {
+                return Err(BusError::Unavailable(format!(
+                    "the broker refused a message for {} {}",
+                    m.exchange, m.routing_key
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the publisher channel so the next publish opens a fresh one; closing it is left
+    /// to a task of its own, bounded (a broken channel may never answer the close).
+    async fn drop_publisher(&self, ch: &Channel) {
+        *self.publisher.lock().await = None;
+        let ch = ch.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(CONFIRM_TIMEOUT, ch.close(200, "replaced".into())).await;
+        });
+    }
+
     /// Waits for a publisher confirm, `CONFIRM_TIMEOUT` at most; on timeout the channel is
     /// closed so that the next publish opens a fresh one.
     async fn confirmed(
@@ -213,8 +253,7 @@ impl RabbitBus {
         match tokio::time::timeout(CONFIRM_TIMEOUT, pending).await {
             Ok(confirm) => confirm.map_err(unavailable),
             Err(_) => {
-                let _ = ch.close(200, "no publisher confirm".into()).await;
-                *self.publisher.lock().await = None;
+                self.drop_publisher(ch).await;
                 Err(BusError::Unavailable(format!(
                     "no publisher confirm within {} s",
                     CONFIRM_TIMEOUT.as_secs()
@@ -446,32 +485,22 @@ impl MessageBus for RabbitBus {
 
     /// Publishes them all on the confirm channel, then waits for their confirms together.
     async fn publish_all(&self, messages: &[Message]) -> Result<(), BusError> {
-        let ch = tokio::time::timeout(CONFIRM_TIMEOUT, self.publisher())
-            .await
-            .map_err(|_| BusError::Unavailable("opening a publisher channel timed out".into()))??;
-        let mut confirms = Vec::with_capacity(messages.len());
-        for m in messages {
-            let confirm = ch
-                .basic_publish(
-                    m.exchange.as_str().into(),
-                    m.routing_key.as_str().into(),
-                    BasicPublishOptions::default(),
-                    m.body.as_bytes(),
-                    properties(m, &BTreeMap::new()),
-                )
-                .await
-                .map_err(unavailable)?;
-            confirms.push((m, confirm));
-        }
-        for (m, confirm) in confirms {
-            if self.confirmed(&ch, confirm).await?.is_nack() {
-                return Err(BusError::Unavailable(format!(
-                    "the broker refused a message for {} {}",
-                    m.exchange, m.routing_key
-                )));
+        // Each step has its own bound; this one covers the rest (a publish that never returns
+        // on a channel the broker is closing): the relay must always get an answer.
+        let bound = CONFIRM_TIMEOUT * 3;
+        match tokio::time::timeout(bound, self.publish_batch(messages)).await {
+            Ok(done) => done,
+            Err(_) => {
+                let current = self.publisher.lock().await.clone();
+                if let Some(ch) = current {
+                    self.drop_publisher(&ch).await;
+                }
+                Err(BusError::Unavailable(format!(
+                    "publishing a batch took over {} s",
+                    bound.as_secs()
+                )))
             }
         }
-        Ok(())
     }
 
     async fn receive(
