@@ -80,6 +80,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let telemetry;
     let command = match cli.command {
         Commands::Run {
             namespace,
@@ -111,7 +112,15 @@ fn main() -> ExitCode {
                     let host = config::var(&env, "HOSTNAME").unwrap_or_else(|| "operator".into());
                     format!("{host}-{}", std::process::id())
                 });
-            telemetry::init("sagaflow-operator", settings.log_level, settings.log_format);
+            telemetry = match telemetry::init(
+                "sagaflow-operator",
+                settings.log_level,
+                settings.log_format,
+                settings.traces.as_ref(),
+            ) {
+                Ok(t) => t,
+                Err(e) => return fail(e),
+            };
             Settings {
                 namespace,
                 lease_namespace,
@@ -131,14 +140,17 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(format!("starting the async runtime: {e}")),
     };
-    match runtime.block_on(sagaflow_operator::run::run(command)) {
+    let code = match runtime.block_on(sagaflow_operator::run::run(command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "stopped");
             eprintln!("sagaflow-operator: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    drop(runtime);
+    telemetry.shutdown();
+    code
 }
 
 fn crdgen() -> ExitCode {

@@ -23,3 +23,19 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
+
+{{/* The ComplaintSaga the Ingress routes to: ingress.sagaName, else the chart's own saga. */}}
+{{- define "sagaflow.ingressSaga" -}}
+{{- if .Values.ingress.sagaName -}}
+{{- .Values.ingress.sagaName -}}
+{{- else if .Values.saga.enabled -}}
+{{- .Values.saga.name -}}
+{{- else -}}
+{{- fail "ingress.enabled routes to a ComplaintSaga's complaint service: set saga.enabled=true (with saga.spec), or ingress.sagaName to the name of a ComplaintSaga you apply yourself" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The ServiceMonitor of the services: <release>-sagaflow-services. */}}
+{{- define "sagaflow.servicesMonitor" -}}
+{{- printf "%s-sagaflow-services" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}

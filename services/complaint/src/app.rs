@@ -50,6 +50,8 @@ pub struct Caller {
     pub correlation_id: String,
     pub request_id: String,
     pub user_id: Option<String>,
+    /// The trace the command's events continue.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,16 +155,28 @@ impl ComplaintApp {
                 let deadline =
                     created + chrono::Duration::from_std(limit).unwrap_or(chrono::Duration::MAX);
                 // The escalation belongs to the saga that the complaint's creation started.
-                let correlation_id = self
-                    .log
-                    .read_stream(&id, 1)
-                    .await?
-                    .first()
-                    .map_or_else(|| id.clone(), |e| e.metadata.correlation_id.clone());
+                let first = self.log.read_stream(&id, 1).await?;
+                let first = first.first();
+                let correlation_id =
+                    first.map_or_else(|| id.clone(), |e| e.metadata.correlation_id.clone());
+                // A span of its own, in the trace of the complaint's creation.
+                let span = tracing::info_span!(
+                    parent: None,
+                    "escalation",
+                    otel.name = "escalate",
+                    otel.kind = "internal",
+                    aggregateId = %id,
+                    correlationId = %correlation_id,
+                );
+                let traceparent = sagaflow_runtime::trace::continue_from(
+                    &span,
+                    first.and_then(|e| e.metadata.traceparent.as_deref()),
+                );
                 let caller = Caller {
                     correlation_id,
                     request_id: format!("escalation:{id}"),
                     user_id: None,
+                    traceparent,
                 };
                 match self
                     .execute(&id, Command::Escalate { deadline }, None, &caller)
@@ -326,6 +340,7 @@ impl ComplaintApp {
             causation_id: Some(caller.request_id.clone()),
             user_id: caller.user_id.clone(),
             at,
+            traceparent: caller.traceparent.clone(),
         };
         let events: Vec<Envelope> = payloads
             .iter()

@@ -64,6 +64,7 @@ fn caller(ctx: &RequestContext) -> Caller {
         correlation_id: ctx.correlation_id.clone(),
         request_id: ctx.request_id.clone(),
         user_id: ctx.user_id.clone(),
+        traceparent: ctx.traceparent.clone(),
     }
 }
 

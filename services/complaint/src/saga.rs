@@ -94,7 +94,9 @@ impl Handler for Reactions {
                     results[i] = Some(match outcome {
                         None => Err(Failure::Business(format!("complaint {id} does not exist"))),
                         Some((applied, projection)) => {
-                            self.react(&id, event, &payload, applied, &projection).await
+                            let traceparent = batch[i].traceparent.clone();
+                            self.react(&id, event, traceparent, &payload, applied, &projection)
+                                .await
                         }
                     });
                 }
@@ -113,6 +115,7 @@ impl Reactions {
         &self,
         id: &str,
         event: &sagaflow_domain::Envelope,
+        traceparent: Option<String>,
         payload: &Payload,
         applied: bool,
         projection: &sagaflow_domain::ComplaintProjection,
@@ -121,6 +124,7 @@ impl Reactions {
             correlation_id: event.metadata.correlation_id.clone(),
             request_id: event.event_id.clone(),
             user_id: None,
+            traceparent,
         };
         if let Payload::NotificationSent(sent) = payload
             && applied

@@ -554,6 +554,7 @@ pub fn script(
                 causation_id: None,
                 user_id: None,
                 at,
+                traceparent: None,
             };
             let event = Envelope::new(
                 format!("{id}-{}", state.version + 1),

@@ -21,6 +21,10 @@ pub struct Metadata {
     pub causation_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// The W3C trace context of the span that recorded the event (SPEC section 8): whoever
+    /// handles it continues that trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// One event as it is stored, published and archived.
@@ -55,6 +59,8 @@ pub struct Context {
     pub causation_id: Option<String>,
     pub user_id: Option<String>,
     pub at: DateTime<Utc>,
+    /// The trace context of the span deciding the events (`None`: no trace to continue).
+    pub traceparent: Option<String>,
 }
 
 impl Envelope {
@@ -79,6 +85,7 @@ impl Envelope {
                 correlation_id: ctx.correlation_id.clone(),
                 causation_id: ctx.causation_id.clone(),
                 user_id: ctx.user_id.clone(),
+                traceparent: ctx.traceparent.clone(),
             },
         }
     }
@@ -171,6 +178,7 @@ mod tests {
             causation_id: Some("req-1".into()),
             user_id: Some("u1".into()),
             at,
+            traceparent: None,
         };
         let payload = Payload::ComplaintClosed(ComplaintClosed {
             complaint_id: "c1".into(),
@@ -199,9 +207,17 @@ mod tests {
     fn round_trips_and_ignores_unknown_fields() {
         let mut json: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
         json["somethingNew"] = serde_json::json!(42);
-        json["metadata"]["traceparent"] = serde_json::json!("00-abc");
+        json["metadata"]["baggage"] = serde_json::json!("k=v");
         let back = Envelope::from_slice(json.to_string().as_bytes()).unwrap();
         assert_eq!(back, sample());
+        json["metadata"]["traceparent"] =
+            serde_json::json!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        let traced = Envelope::from_slice(json.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            traced.metadata.traceparent.as_deref(),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        );
+        assert!(traced.to_json().contains("\"traceparent\""));
         assert_eq!(
             back.payload().unwrap().event_type(),
             EventType::ComplaintClosed

@@ -86,6 +86,7 @@ impl Given {
                 causation_id: None,
                 user_id: None,
                 at,
+                traceparent: None,
             };
             let env = Envelope::new(format!("e{version}"), ID, version, &p, &ctx);
             self.state = evolve(self.state.clone(), &env).expect("decided events always evolve");

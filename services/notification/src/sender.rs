@@ -49,8 +49,28 @@ impl Sender {
     /// Sends what is due now, a few mails at a time, and records the sent ones in one commit;
     /// returns how many mails it tried.
     pub async fn send_due(&self) -> Result<usize, sagaflow_runtime::event_log::StoreError> {
-        let due = self.store.due(BATCH).await?;
+        let mut due = self.store.due(BATCH).await?;
         let claimed = std::time::Instant::now();
+        // A span per mail, in the trace of the event that planned it; the mail's outcome
+        // event continues from it.
+        let spans: Vec<tracing::Span> = due
+            .iter_mut()
+            .map(|m| {
+                let span = tracing::info_span!(
+                    parent: None,
+                    "mail",
+                    otel.name = %format!("send {}", m.template),
+                    otel.kind = "client",
+                    template = %m.template,
+                    aggregateId = %m.complaint_id,
+                    correlationId = %m.correlation_id,
+                    outcome = tracing::field::Empty,
+                );
+                m.traceparent =
+                    sagaflow_runtime::trace::continue_from(&span, m.traceparent.as_deref());
+                span
+            })
+            .collect();
         let mut outcomes: Vec<(&Due, Option<Result<(), MailError>>)> = Vec::new();
         for chunk in due.chunks(BATCH) {
             // The stores claim mails for a minute; past half of it, the rest of the batch is
@@ -65,6 +85,17 @@ impl Sender {
             });
             let done = futures::future::join_all(sending).await;
             outcomes.extend(chunk.iter().zip(done.into_iter().map(Some)));
+        }
+        for ((_, outcome), span) in outcomes.iter().zip(&spans) {
+            span.record(
+                "outcome",
+                match outcome {
+                    None => "left",
+                    Some(Ok(())) => "sent",
+                    Some(Err(MailError::Transient(_))) => "refused for now",
+                    Some(Err(_)) => "refused",
+                },
+            );
         }
         let left = outcomes.iter().filter(|(_, o)| o.is_none()).count();
         if left > 0 {

@@ -41,6 +41,86 @@ pub struct CommonSettings {
     pub log_format: LogFormat,
     pub correlation_header: HeaderName,
     pub port: Option<u16>,
+    /// Where traces go (OTLP over HTTP), when `OTEL_EXPORTER_OTLP_ENDPOINT` or
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` names a collector; `None`: no export.
+    pub traces: Option<TraceExport>,
+}
+
+/// The OTLP trace export settings checked at start; the exporter itself reads the standard
+/// `OTEL_EXPORTER_OTLP_*` variables (endpoint, protocol, headers, timeout) and
+/// `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceExport {
+    /// The variable that named the endpoint, and its value.
+    pub var: &'static str,
+    pub endpoint: String,
+}
+
+/// Reads the standard OpenTelemetry variables: traces are exported when an endpoint is set
+/// (and `OTEL_SDK_DISABLED` is not `true`, `OTEL_TRACES_EXPORTER` not `none`), over OTLP/HTTP
+/// only: `http://` endpoints, protocol `http/protobuf` (the default) or `http/json`.
+pub fn trace_export(
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<TraceExport>, ConfigError> {
+    if var(env, "OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+        return Ok(None);
+    }
+    match var(env, "OTEL_TRACES_EXPORTER")
+        .map(|v| v.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("otlp") => {}
+        Some("none") => return Ok(None),
+        Some(other) => {
+            return Err(bad(
+                "OTEL_TRACES_EXPORTER",
+                format!("expected otlp or none, got {other:?}"),
+            ));
+        }
+    }
+    for name in [
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ] {
+        if let Some(p) = var(env, name) {
+            match p.trim() {
+                "http/protobuf" | "http/json" => break,
+                other => {
+                    return Err(bad(
+                        name,
+                        format!(
+                            "expected http/protobuf or http/json (OTLP over HTTP, port 4318), got {other:?}"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    let Some((name, endpoint)) = [
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ]
+    .into_iter()
+    .find_map(|n| var(env, n).map(|v| (n, v.trim().to_owned()))) else {
+        return Ok(None);
+    };
+    let Some(rest) = endpoint.strip_prefix("http://") else {
+        return Err(bad(
+            name,
+            format!(
+                "expected an http:// URL of an OTLP/HTTP collector (such as http://otel-collector:4318), got {:?}",
+                redact(&endpoint)
+            ),
+        ));
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(bad(name, format!("{:?} names no host", redact(&endpoint))));
+    }
+    Ok(Some(TraceExport {
+        var: name,
+        endpoint,
+    }))
 }
 
 /// Reads a variable; an empty value counts as unset.
@@ -102,6 +182,7 @@ impl CommonSettings {
             log_format,
             correlation_header,
             port,
+            traces: trace_export(env)?,
         })
     }
 }
@@ -247,12 +328,69 @@ mod tests {
                 &[("CORRELATION_ID_HEADER", "bad header")][..],
                 "CORRELATION_ID_HEADER",
             ),
+            (
+                &[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318")][..],
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ),
+            (
+                &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "collector:4318")][..],
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            ),
+            (
+                &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://")][..],
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ),
+            (
+                &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")][..],
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+            ),
+            (
+                &[("OTEL_TRACES_EXPORTER", "jaeger")][..],
+                "OTEL_TRACES_EXPORTER",
+            ),
         ] {
             let pairs: &'static [(&'static str, &'static str)] = pairs;
             let err = CommonSettings::from_env(&env(pairs)).unwrap_err();
             assert_eq!(err.var, var);
             assert!(err.to_string().starts_with(var));
         }
+    }
+
+    #[test]
+    fn traces_are_exported_only_when_an_endpoint_is_named() {
+        assert_eq!(trace_export(&env(&[])).unwrap(), None);
+        let named = trace_export(&env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (named.var, named.endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")
+        );
+        let traces_first = trace_export(&env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://t:4318/v1/traces",
+            ),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(traces_first.var, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+        for off in [
+            ("OTEL_SDK_DISABLED", "true"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+        ] {
+            let pairs: &'static [(&'static str, &'static str)] = Box::leak(
+                vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), off].into_boxed_slice(),
+            );
+            assert_eq!(trace_export(&env(pairs)).unwrap(), None, "{off:?}");
+        }
+        let secret = trace_export(&env(&[(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "https://u:hunter2@c",
+        )]))
+        .unwrap_err();
+        assert!(!secret.to_string().contains("hunter2"), "{secret}");
     }
 
     #[test]

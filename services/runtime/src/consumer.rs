@@ -74,6 +74,36 @@ pub struct Incoming {
     pub envelope: Envelope,
     /// Re-emitted by the event store's replay.
     pub replay: bool,
+    /// The `traceparent` of the span handling it: the events and mails it causes carry it,
+    /// so their handling continues the trace.
+    pub traceparent: Option<String>,
+}
+
+/// The span of one event handled: a child of the span that recorded the event, named by
+/// the message's `traceparent` (header or stream field), else by the envelope's. Answers the
+/// span and the `traceparent` it passes on.
+fn event_span(
+    service: &'static str,
+    source: &str,
+    envelope: &Envelope,
+    carried: Option<&str>,
+) -> (tracing::Span, Option<String>) {
+    let span = tracing::info_span!(
+        parent: None,
+        "event",
+        otel.name = %format!("handle {}", envelope.event_type),
+        otel.kind = "consumer",
+        service,
+        eventType = %envelope.event_type,
+        eventId = %envelope.event_id,
+        aggregateId = %envelope.aggregate_id,
+        correlationId = %envelope.metadata.correlation_id,
+        source = %source,
+        outcome = tracing::field::Empty,
+    );
+    let parent = carried.or(envelope.metadata.traceparent.as_deref());
+    let passed = crate::trace::continue_from(&span, parent);
+    (span, passed)
 }
 
 #[async_trait]
@@ -108,6 +138,16 @@ pub enum Outcome {
     Acked,
     Retried,
     DeadLettered,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Acked => "ok",
+            Self::Retried => "retried",
+            Self::DeadLettered => "dead_lettered",
+        }
+    }
 }
 
 impl QueueConsumer {
@@ -161,15 +201,29 @@ impl QueueConsumer {
         if parsed.is_empty() {
             return Ok(outcomes);
         }
+        let mut spans = Vec::with_capacity(parsed.len());
         let incoming: Vec<Incoming> = parsed
             .iter()
-            .map(|(d, envelope)| Incoming {
-                envelope: envelope.clone(),
-                replay: d
-                    .message
-                    .headers
-                    .get(headers::REPLAY)
-                    .is_some_and(|v| v == "true"),
+            .map(|(d, envelope)| {
+                let (span, traceparent) = event_span(
+                    self.metrics.service,
+                    &self.queue,
+                    envelope,
+                    d.message
+                        .headers
+                        .get(headers::TRACEPARENT)
+                        .map(String::as_str),
+                );
+                spans.push(span);
+                Incoming {
+                    envelope: envelope.clone(),
+                    replay: d
+                        .message
+                        .headers
+                        .get(headers::REPLAY)
+                        .is_some_and(|v| v == "true"),
+                    traceparent,
+                }
             })
             .collect();
         let results = {
@@ -188,13 +242,20 @@ impl QueueConsumer {
         let took = started.elapsed();
         let mut results = results.into_iter();
         let mut handled = Vec::new();
-        for (d, envelope) in parsed {
+        for ((d, envelope), span) in parsed.into_iter().zip(&spans) {
             let result = results
                 .next()
                 .unwrap_or_else(|| Err(Failure::Transient("the handler gave no answer".into())));
             match result {
-                Ok(()) => handled.push((d, envelope.event_type)),
-                Err(failure) => outcomes.push(self.settle_failure(&d, &envelope, failure).await?),
+                Ok(()) => {
+                    span.record("outcome", "ok");
+                    handled.push((d, envelope.event_type));
+                }
+                Err(failure) => {
+                    let outcome = self.settle_failure(&d, &envelope, failure).await?;
+                    span.record("outcome", outcome.as_str());
+                    outcomes.push(outcome);
+                }
             }
         }
         let acks: Vec<Delivery> = handled.iter().map(|(d, _)| d.clone()).collect();
@@ -357,11 +418,22 @@ impl StreamConsumer {
         if parsed.is_empty() {
             return Ok(());
         }
+        let mut spans = Vec::with_capacity(parsed.len());
         let incoming: Vec<Incoming> = parsed
             .iter()
-            .map(|(_, envelope)| Incoming {
-                envelope: envelope.clone(),
-                replay: false,
+            .map(|(entry, envelope)| {
+                let (span, traceparent) = event_span(
+                    self.metrics.service,
+                    &self.stream,
+                    envelope,
+                    entry.fields.get(headers::TRACEPARENT).map(String::as_str),
+                );
+                spans.push(span);
+                Incoming {
+                    envelope: envelope.clone(),
+                    replay: false,
+                    traceparent,
+                }
             })
             .collect();
         let results = {
@@ -372,11 +444,19 @@ impl StreamConsumer {
         let took = started.elapsed();
         let mut results = results.into_iter();
         let mut handled = Vec::new();
-        for (entry, envelope) in parsed {
+        for ((entry, envelope), span) in parsed.into_iter().zip(&spans) {
             let result = results
                 .next()
                 .unwrap_or_else(|| Err(Failure::Transient("the handler gave no answer".into())));
             let event_type = envelope.event_type.as_str();
+            span.record(
+                "outcome",
+                match &result {
+                    Ok(()) => "ok",
+                    Err(Failure::Business(_)) => "dead_lettered",
+                    Err(_) => "retried",
+                },
+            );
             match result {
                 Ok(()) => handled.push((entry.id.clone(), envelope.event_type.clone())),
                 Err(Failure::Transient(e)) => {

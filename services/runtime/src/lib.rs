@@ -11,6 +11,7 @@
 //! - [`metrics`]: the Prometheus registry of a service.
 //! - [`config`]: settings from the environment, errors naming the variable, URL redaction.
 //! - [`telemetry`]: JSON log lines with the request's fields.
+//! - [`trace`]: spans linked across services by `traceparent`, exported over OTLP.
 //! - [`shutdown`]: SIGTERM and Ctrl-C.
 
 pub mod bus;
@@ -29,6 +30,7 @@ pub mod sqlite;
 pub mod streams;
 pub mod tasks;
 pub mod telemetry;
+pub mod trace;
 
 /// `Result::is_ok` as a function, for [`in_savepoints!`].
 pub fn result_is_ok<T, E>(r: &Result<T, E>) -> bool {

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub outbox_backlog: IntGauge,
     /// `dlq_depth{queue}`: dead letters waiting in a DLQ.
     pub dlq_depth: IntGaugeVec,
+    /// `queue_depth{queue, service}`: messages waiting in a queue the service consumes (its lag).
+    pub queue_depth: IntGaugeVec,
     /// `event_store_append_duration_seconds{service}` and the archive's size.
     pub store_append: HistogramVec,
     pub store_events: IntGauge,
@@ -145,6 +147,16 @@ impl Metrics {
                 IntGaugeVec::new(
                     Opts::new("dlq_depth", "Dead letters waiting in a DLQ"),
                     &["queue"],
+                )?,
+            )?,
+            queue_depth: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "queue_depth",
+                        "Messages waiting in a queue this service consumes (ready, delayed or in flight)",
+                    ),
+                    &["queue", "service"],
                 )?,
             )?,
             store_append: histogram(

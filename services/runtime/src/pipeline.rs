@@ -126,6 +126,7 @@ impl Pipeline {
         metrics: &Metrics,
     ) {
         for queue in queues_of(service) {
+            self.watch_queue(tasks, queue.name.clone(), metrics);
             tasks.spawn(
                 QueueConsumer {
                     bus: self.bus.clone(),
@@ -153,6 +154,23 @@ impl Pipeline {
                 async move { s.ping().await }
             }),
         ]
+    }
+
+    /// Keeps `queue_depth` of a consumed queue current: how far its consumer is behind.
+    fn watch_queue(&self, tasks: &mut Tasks, queue: String, metrics: &Metrics) {
+        let bus = self.bus.clone();
+        let gauge = metrics
+            .queue_depth
+            .with_label_values(&[queue.as_str(), metrics.service]);
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                if let Ok(n) = bus.depth(&queue).await {
+                    gauge.set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+            }
+        });
     }
 
     /// Keeps `dlq_depth` of `exchange`'s DLQ current.

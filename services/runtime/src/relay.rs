@@ -35,7 +35,27 @@ pub struct Relay {
     metrics: Metrics,
 }
 
-/// A W3C `traceparent`: a saga whose correlation id is a UUID keeps one trace id.
+/// The `traceparent` an outbox row travels with: the one its envelope was recorded under
+/// (the span of the request or event that caused it), else one made from its correlation id
+/// (events recorded without a trace, or before traces existed).
+pub fn row_traceparent(row: &OutboxRow) -> String {
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        traceparent: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Traced {
+        metadata: Meta,
+    }
+    serde_json::from_str::<Traced>(&row.payload)
+        .ok()
+        .and_then(|t| t.metadata.traceparent)
+        .filter(|t| crate::trace::valid(t))
+        .unwrap_or_else(|| traceparent(&row.correlation_id, &row.event_id))
+}
+
+/// A W3C `traceparent` made up for an event recorded without one: a saga whose correlation
+/// id is a UUID keeps one trace id.
 pub fn traceparent(correlation_id: &str, event_id: &str) -> String {
     let trace = uuid::Uuid::parse_str(correlation_id).unwrap_or_else(|_| uuid::Uuid::new_v4());
     let span = uuid::Uuid::parse_str(event_id).unwrap_or_else(|_| uuid::Uuid::new_v4());
@@ -55,21 +75,20 @@ pub fn message_of(row: &OutboxRow) -> Message {
                 headers::CORRELATION_ID.to_owned(),
                 row.correlation_id.clone(),
             ),
-            (
-                headers::TRACEPARENT.to_owned(),
-                traceparent(&row.correlation_id, &row.event_id),
-            ),
+            (headers::TRACEPARENT.to_owned(), row_traceparent(row)),
         ]),
         body: row.payload.clone(),
     }
 }
 
-/// The stream entry a row becomes: `event` = the envelope, plus `eventId` and `eventType`.
+/// The stream entry a row becomes: `event` = the envelope, plus `eventId`, `eventType` and
+/// `traceparent`.
 pub fn entry_of(row: &OutboxRow) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("event".to_owned(), row.payload.clone()),
         ("eventId".to_owned(), row.event_id.clone()),
         ("eventType".to_owned(), row.event_type.clone()),
+        (headers::TRACEPARENT.to_owned(), row_traceparent(row)),
     ])
 }
 

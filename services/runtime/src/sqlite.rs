@@ -61,6 +61,31 @@ impl Db {
         Ok(Self { writer, reader })
     }
 
+    /// Adds a column to a table made by an earlier version (`CREATE TABLE IF NOT EXISTS`
+    /// leaves an existing table as it was); nothing when it is there already.
+    pub async fn add_column(
+        &self,
+        table: &str,
+        column: &str,
+        declaration: &str,
+    ) -> Result<(), sqlx::Error> {
+        let present: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?")
+                .bind(table)
+                .bind(column)
+                .fetch_one(&self.writer)
+                .await?;
+        if present == 0 {
+            // Names from the code, never from outside.
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
+            )))
+            .execute(&self.writer)
+            .await?;
+        }
+        Ok(())
+    }
+
     pub async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;

@@ -115,7 +115,10 @@ where
             for span in scope.from_root() {
                 if let Some(fields) = span.extensions().get::<SpanFields>() {
                     for (k, v) in &fields.0 {
-                        line.insert(k.clone(), v.clone());
+                        // `otel.name`, `otel.kind` … are for the trace exporter.
+                        if !k.starts_with("otel.") {
+                            line.insert(k.clone(), v.clone());
+                        }
                     }
                 }
             }
@@ -135,14 +138,62 @@ fn level(l: LogLevel) -> Level {
     }
 }
 
-/// Installs the global subscriber, on stderr. Calling it twice keeps the first one.
-pub fn init(service: &'static str, log_level: LogLevel, format: LogFormat) {
+/// What `init` installed that must be flushed before the process exits.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    traces: Option<crate::trace::Exporter>,
+}
+
+impl Telemetry {
+    /// Whether spans are exported.
+    pub fn exports_traces(&self) -> bool {
+        self.traces.is_some()
+    }
+
+    /// Flushes the spans still buffered.
+    pub fn shutdown(self) {
+        if let Some(t) = self.traces {
+            t.shutdown();
+        }
+    }
+}
+
+fn otel_layer<S>(
+    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+) -> Option<tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::SdkTracer>>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    tracer.map(|t| tracing_opentelemetry::layer().with_tracer(t))
+}
+
+/// Installs the global subscriber, on stderr, and the OTLP exporter when `traces` names one.
+/// Calling it twice keeps the first one. Call it before the async runtime starts (the exporter
+/// runs on a thread of its own).
+pub fn init(
+    service: &'static str,
+    log_level: LogLevel,
+    format: LogFormat,
+    traces: Option<&crate::config::TraceExport>,
+) -> Result<Telemetry, String> {
+    let (exporter, tracer) = match traces {
+        Some(export) => {
+            let (e, t) = crate::trace::Exporter::start(service, export)?;
+            (Some(e), Some(t))
+        }
+        None => (None, None),
+    };
     let filter = Targets::new()
         .with_default(LevelFilter::from_level(level(log_level)))
         .with_target("sqlx", LevelFilter::WARN)
-        .with_target("hyper", LevelFilter::WARN);
+        .with_target("hyper", LevelFilter::WARN)
+        .with_target("opentelemetry", LevelFilter::WARN)
+        .with_target("opentelemetry_sdk", LevelFilter::WARN)
+        .with_target("opentelemetry_otlp", LevelFilter::WARN)
+        .with_target("reqwest", LevelFilter::WARN);
     let result = match format {
         LogFormat::Json => tracing_subscriber::registry()
+            .with(otel_layer(tracer))
             .with(SpanFieldsLayer)
             .with(
                 tracing_subscriber::fmt::layer()
@@ -152,6 +203,7 @@ pub fn init(service: &'static str, log_level: LogLevel, format: LogFormat) {
             .with(filter)
             .try_init(),
         LogFormat::Pretty => tracing_subscriber::registry()
+            .with(otel_layer(tracer))
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
@@ -163,4 +215,8 @@ pub fn init(service: &'static str, log_level: LogLevel, format: LogFormat) {
     if result.is_err() {
         tracing::debug!("a log subscriber was already installed");
     }
+    if let Some(export) = traces {
+        tracing::info!(endpoint = %crate::config::redact(&export.endpoint), "exporting traces over OTLP/HTTP");
+    }
+    Ok(Telemetry { traces: exporter })
 }

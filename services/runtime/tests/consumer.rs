@@ -48,6 +48,7 @@ fn event() -> Message {
         causation_id: None,
         user_id: None,
         at,
+        traceparent: None,
     };
     let env = Envelope::new(
         "e1".into(),

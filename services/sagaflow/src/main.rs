@@ -105,11 +105,15 @@ fn main() -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
-    telemetry::init(
+    let telemetry = match telemetry::init(
         only.map_or("sagaflow", service_name),
         settings.log_level,
         settings.log_format,
-    );
+        settings.traces.as_ref(),
+    ) {
+        Ok(t) => t,
+        Err(e) => return fail(e),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -117,24 +121,29 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(format!("starting the async runtime: {e}")),
     };
-    match runtime.block_on(run(config)) {
+    let code = match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "stopped");
             eprintln!("sagaflow: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    drop(runtime);
+    telemetry.shutdown();
+    code
 }
 
 fn bench(mut args: sagaflow::bench::Args) -> ExitCode {
     if args.database_url.is_none() {
         args.database_url = std::env::var("DATABASE_URL").ok();
     }
-    telemetry::init(
+    // The bench measures; it exports no traces of its own.
+    let _telemetry = telemetry::init(
         "sagaflow-bench",
         config::LogLevel::Warn,
         config::LogFormat::Pretty,
+        None,
     );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

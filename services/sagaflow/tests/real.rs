@@ -47,6 +47,7 @@ fn assert_no_secret(services: &[&Service]) {
 
 struct Service {
     child: Child,
+    name: String,
     url: String,
     _dir: tempfile::TempDir,
     /// Every log line the process wrote.
@@ -57,6 +58,23 @@ impl Drop for Service {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test shows what the service said (the last lines), since a timeout alone
+        // does not say why.
+        if std::thread::panicking()
+            && let Ok(logs) = self.logs.lock()
+        {
+            let from = logs.len().saturating_sub(300);
+            eprintln!(
+                "--- sagaflow serve {} at {} ({} log lines, the last {}):",
+                self.name,
+                self.url,
+                logs.len(),
+                logs.len() - from
+            );
+            for line in &logs[from..] {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 
@@ -104,6 +122,7 @@ fn serve(name: &str, env: &[(String, String)]) -> Service {
             });
             return Service {
                 child,
+                name: name.to_owned(),
                 url,
                 _dir: dir,
                 logs,
@@ -528,5 +547,149 @@ async fn the_services_reconnect_when_rabbitmq_restarts_during_a_saga() {
     );
     assert_no_secret(&[&complaint, &notification, &audit, &event_store]);
     drop((complaint, notification, audit, event_store));
+    r.clean().await;
+}
+
+/// An OTLP/HTTP receiver (JSON encoding): keeps every span it is sent, with its service.
+#[derive(Clone, Default)]
+struct Collector {
+    spans: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl Collector {
+    async fn start() -> (Self, String) {
+        use axum::routing::post;
+        let collector = Self::default();
+        let kept = collector.clone();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            post(move |body: axum::body::Bytes| {
+                let kept = kept.clone();
+                async move {
+                    let export: Value = serde_json::from_slice(&body).expect("OTLP JSON");
+                    let mut spans = kept.spans.lock().expect("lock");
+                    for rs in export["resourceSpans"].as_array().into_iter().flatten() {
+                        let service = rs["resource"]["attributes"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .find(|a| a["key"] == "service.name")
+                            .and_then(|a| a["value"]["stringValue"].as_str())
+                            .unwrap_or_default()
+                            .to_owned();
+                        for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                            for span in ss["spans"].as_array().into_iter().flatten() {
+                                let mut span = span.clone();
+                                span["service"] = json!(service);
+                                spans.push(span);
+                            }
+                        }
+                    }
+                    axum::Json(json!({}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the collector");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (collector, format!("http://{addr}"))
+    }
+
+    fn trace(&self, trace_id: &str) -> Vec<Value> {
+        self.spans
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|s| s["traceId"] == trace_id)
+            .cloned()
+            .collect()
+    }
+}
+
+/// One saga's spans share a trace across the four processes: the request's span continues the
+/// caller's `traceparent`; each service's span for the event is a child of the span that
+/// recorded it (through RabbitMQ headers and Redis stream fields); the mail's span and the
+/// handling of its NOTIFICATION_SENT follow on in the same trace; exported over OTLP/HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sagas_spans_share_a_trace_across_the_four_services() {
+    let r = run().await;
+    let (collector, endpoint) = Collector::start().await;
+    let mut env = r.env.clone();
+    env.extend([
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "http/json".into()),
+        ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+    ]);
+    let complaint = serve("complaint", &env);
+    let _notification = serve("notification", &env);
+    let _audit = serve("audit", &env);
+    let _event_store = serve("event-store", &env);
+
+    let trace_id = uuid::Uuid::new_v4().simple().to_string();
+    let client_span = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
+    let res = r
+        .client
+        .post(format!("{}/api/complaints", complaint.url))
+        .header("traceparent", format!("00-{trace_id}-{client_span}-01"))
+        .json(&json!({"userId": "dora", "title": "Oven", "description": "Cold", "priority": "MEDIUM", "category": "home"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 201);
+
+    let by = |spans: &[Value], service: &str, name: &str| -> Option<Value> {
+        spans
+            .iter()
+            .find(|s| s["service"] == service && s["name"] == name)
+            .cloned()
+    };
+    let spans = eventually("the saga's spans from the four services", || async {
+        let spans = collector.trace(&trace_id);
+        let complete = [
+            ("complaint-service", "POST /api/complaints"),
+            ("notification-service", "handle COMPLAINT_CREATED"),
+            ("audit-service", "handle COMPLAINT_CREATED"),
+            ("event-store", "handle COMPLAINT_CREATED"),
+            ("notification-service", "send complaint-created-user"),
+            ("complaint-service", "handle NOTIFICATION_SENT"),
+        ]
+        .iter()
+        .all(|(service, name)| by(&spans, service, name).is_some());
+        complete.then_some(spans)
+    })
+    .await;
+    let request = by(&spans, "complaint-service", "POST /api/complaints").expect("request span");
+    assert_eq!(
+        request["parentSpanId"], client_span,
+        "the request continues the caller's traceparent"
+    );
+    for service in ["notification-service", "audit-service", "event-store"] {
+        let handled = by(&spans, service, "handle COMPLAINT_CREATED").expect("handled");
+        assert_eq!(
+            handled["parentSpanId"], request["spanId"],
+            "{service} handled the event as a child of the request that recorded it"
+        );
+    }
+    let planned = by(&spans, "notification-service", "handle COMPLAINT_CREATED").expect("planned");
+    let mail = by(
+        &spans,
+        "notification-service",
+        "send complaint-created-user",
+    )
+    .expect("mail");
+    assert_eq!(
+        mail["parentSpanId"], planned["spanId"],
+        "the mail follows its planning"
+    );
+    let sent = by(&spans, "complaint-service", "handle NOTIFICATION_SENT").expect("sent");
+    assert_eq!(
+        sent["parentSpanId"], mail["spanId"],
+        "the mail's event follows the mail"
+    );
+    let ids: std::collections::HashSet<&str> =
+        spans.iter().filter_map(|s| s["spanId"].as_str()).collect();
+    assert_eq!(ids.len(), spans.len(), "span ids are unique");
     r.clean().await;
 }

@@ -45,6 +45,7 @@ pub fn complaint(
                 causation_id: None,
                 user_id: None,
                 at,
+                traceparent: None,
             };
             let env = Envelope::new(
                 format!("{id}-{}", p.state.version + 1),

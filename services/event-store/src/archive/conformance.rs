@@ -17,6 +17,7 @@ pub fn event(stream: &str, version: u64, id: &str) -> Envelope {
         causation_id: None,
         user_id: None,
         at,
+        traceparent: None,
     };
     let payload = Payload::ComplaintClosed(ComplaintClosed {
         complaint_id: stream.into(),

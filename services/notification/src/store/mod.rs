@@ -60,6 +60,8 @@ pub struct Due {
     pub subject: String,
     pub body: String,
     pub correlation_id: String,
+    /// The trace its outcome's event continues: the planning span's, then the sending span's.
+    pub traceparent: Option<String>,
     pub attempts: u32,
 }
 

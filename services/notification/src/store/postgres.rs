@@ -21,6 +21,11 @@ pub const MIGRATIONS: &[Migration] = &[
     (2, sagaflow_runtime::inbox::pg::SCHEMA),
     (3, sagaflow_runtime::outbox::pg::SCHEMA),
     (4, sagaflow_runtime::outbox::pg::SCHEMA_BY_AGGREGATE),
+    // The trace a mail's NOTIFICATION_SENT / _FAILED continues.
+    (
+        5,
+        "ALTER TABLE notifications ADD COLUMN IF NOT EXISTS traceparent TEXT;",
+    ),
 ];
 
 const TABLES: &str = r#"
@@ -71,12 +76,14 @@ async fn emit(
     payload: &Payload,
     correlation_id: &str,
     cause: &str,
+    traceparent: Option<&str>,
 ) -> Result<Envelope, sqlx::Error> {
     let ctx = Context {
         correlation_id: correlation_id.to_owned(),
         causation_id: Some(cause.to_owned()),
         user_id: None,
         at: Utc::now(),
+        traceparent: traceparent.map(str::to_owned),
     };
     sagaflow_runtime::outbox::pg::record(tx, &notification_stream(complaint_id), payload, &ctx)
         .await
@@ -93,7 +100,7 @@ async fn queue_mail(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO notifications (notification_id, complaint_id, trigger_event_id, recipient, channel, template, subject, body, \
-         correlation_id, status, next_attempt_at) VALUES ($1, $2, $3, $4, 'email', $5, $6, $7, $8, 'PENDING', $9)",
+         correlation_id, traceparent, status, next_attempt_at) VALUES ($1, $2, $3, $4, 'email', $5, $6, $7, $8, $9, 'PENDING', $10)",
     )
     .bind(uuid::Uuid::new_v4().to_string())
     .bind(complaint_id)
@@ -103,6 +110,7 @@ async fn queue_mail(
     .bind(subject)
     .bind(body)
     .bind(&trigger.metadata.correlation_id)
+    .bind(&trigger.metadata.traceparent)
     .bind(now_ms())
     .execute(&mut *tx)
     .await?;
@@ -119,6 +127,7 @@ fn due_of(row: &PgRow) -> Due {
         subject: row.get("subject"),
         body: row.get("body"),
         correlation_id: row.get("correlation_id"),
+        traceparent: row.try_get("traceparent").ok().flatten(),
         attempts: u32::try_from(row.get::<i64, _>("attempts")).unwrap_or(u32::MAX),
     }
 }
@@ -276,6 +285,7 @@ async fn plan_in(
             &data,
             &event.metadata.correlation_id,
             &event.event_id,
+            event.metadata.traceparent.as_deref(),
         )
         .await
         .map_err(&fail)?;
@@ -315,6 +325,7 @@ async fn settle_in(
         payload,
         &mail.correlation_id,
         &mail.trigger_event_id,
+        mail.traceparent.as_deref(),
     )
     .await
     .map_err(&fail)?;

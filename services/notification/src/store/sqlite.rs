@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS notifications (
     subject           TEXT NOT NULL,
     body              TEXT NOT NULL,
     correlation_id    TEXT NOT NULL,
+    traceparent       TEXT,
     status            TEXT NOT NULL,
     attempts          INTEGER NOT NULL DEFAULT 0,
     last_error        TEXT,
@@ -66,12 +67,14 @@ async fn emit(
     payload: &Payload,
     correlation_id: &str,
     cause: &str,
+    traceparent: Option<&str>,
 ) -> Result<Envelope, sqlx::Error> {
     let ctx = Context {
         correlation_id: correlation_id.to_owned(),
         causation_id: Some(cause.to_owned()),
         user_id: None,
         at: Utc::now(),
+        traceparent: traceparent.map(str::to_owned),
     };
     sagaflow_runtime::outbox::record(tx, &notification_stream(complaint_id), payload, &ctx).await
 }
@@ -87,7 +90,7 @@ async fn queue_mail(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO notifications (notification_id, complaint_id, trigger_event_id, recipient, channel, template, subject, body, \
-         correlation_id, status, next_attempt_at) VALUES (?, ?, ?, ?, 'email', ?, ?, ?, ?, 'PENDING', ?)",
+         correlation_id, traceparent, status, next_attempt_at) VALUES (?, ?, ?, ?, 'email', ?, ?, ?, ?, ?, 'PENDING', ?)",
     )
     .bind(uuid::Uuid::new_v4().to_string())
     .bind(complaint_id)
@@ -97,6 +100,7 @@ async fn queue_mail(
     .bind(subject)
     .bind(body)
     .bind(&trigger.metadata.correlation_id)
+    .bind(&trigger.metadata.traceparent)
     .bind(now_ms())
     .execute(&mut *tx)
     .await?;
@@ -113,6 +117,7 @@ fn due_of(row: &SqliteRow) -> Due {
         subject: row.get("subject"),
         body: row.get("body"),
         correlation_id: row.get("correlation_id"),
+        traceparent: row.try_get("traceparent").ok().flatten(),
         attempts: u32::try_from(row.get::<i64, _>("attempts")).unwrap_or(u32::MAX),
     }
 }
@@ -129,6 +134,10 @@ impl SqliteNotifications {
         )
         .await
         .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", path.display())))?;
+        // Files of a version before traces.
+        db.add_column("notifications", "traceparent", "TEXT")
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migrating {}: {e}", path.display())))?;
         // One process owns this file (the data directory is locked): mails its previous run
         // was sending are due again now, not when their claim lapses.
         sqlx::query("UPDATE notifications SET status = 'PENDING', next_attempt_at = ? WHERE status = 'SENDING'")
@@ -275,6 +284,7 @@ async fn plan_in(
             &data,
             &event.metadata.correlation_id,
             &event.event_id,
+            event.metadata.traceparent.as_deref(),
         )
         .await
         .map_err(&fail)?;
@@ -314,6 +324,7 @@ async fn settle_in(
         payload,
         &mail.correlation_id,
         &mail.trigger_event_id,
+        mail.traceparent.as_deref(),
     )
     .await
     .map_err(&fail)?;

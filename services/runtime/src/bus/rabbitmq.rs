@@ -296,6 +296,19 @@ impl RabbitBus {
         if let Some(s) = self.queues.lock().ok().and_then(|q| q.get(queue).cloned()) {
             return Ok(s);
         }
+        // Opening a consumer is bounded too: a broker that never answers must not hold the
+        // consumer loop (it retries with backoff instead).
+        tokio::time::timeout(CONFIRM_TIMEOUT, self.open_consumer(queue))
+            .await
+            .map_err(|_| {
+                BusError::Unavailable(format!(
+                    "opening a consumer of {queue} took over {} s",
+                    CONFIRM_TIMEOUT.as_secs()
+                ))
+            })?
+    }
+
+    async fn open_consumer(&self, queue: &str) -> Result<Arc<QueueState>, BusError> {
         let conn = self.connection().await?;
         let ch = conn.create_channel().await.map_err(unavailable)?;
         ch.basic_qos(PREFETCH, BasicQosOptions::default())
@@ -360,6 +373,17 @@ impl RabbitBus {
 
     /// Messages ready on the broker (not counting those delivered and unacked).
     async fn ready(&self, queue: &str) -> Result<u64, BusError> {
+        tokio::time::timeout(CONFIRM_TIMEOUT, self.count_ready(queue))
+            .await
+            .map_err(|_| {
+                BusError::Unavailable(format!(
+                    "counting {queue} took over {} s",
+                    CONFIRM_TIMEOUT.as_secs()
+                ))
+            })?
+    }
+
+    async fn count_ready(&self, queue: &str) -> Result<u64, BusError> {
         let conn = self.connection().await?;
         let ch = conn.create_channel().await.map_err(unavailable)?;
         let q = ch

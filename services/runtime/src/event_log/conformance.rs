@@ -22,6 +22,7 @@ pub fn event(stream: &str, version: u64) -> Envelope {
         causation_id: None,
         user_id: None,
         at,
+        traceparent: None,
     };
     let payload = Payload::ComplaintClosed(ComplaintClosed {
         complaint_id: stream.to_owned(),

@@ -29,6 +29,9 @@ pub struct RequestContext {
     pub request_id: String,
     /// `X-User-ID`, when the caller (a gateway) says who it is.
     pub user_id: Option<String>,
+    /// The request span's `traceparent` (or the caller's, when traces are not exported): the
+    /// events the request records carry it.
+    pub traceparent: Option<String>,
 }
 
 /// The header names and metrics the middleware uses.
@@ -58,12 +61,29 @@ pub async fn observe(State(observe): State<Observe>, mut req: Request, next: Nex
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = req.method().clone();
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        service = observe.metrics.service(),
+        method = %method,
+        route = %route,
+        correlationId = %correlation_id,
+        status = tracing::field::Empty,
+    );
+    let caller_trace = req
+        .headers()
+        .get(crate::bus::headers::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    let traceparent = crate::trace::continue_from(&span, caller_trace);
     req.extensions_mut().insert(RequestContext {
         correlation_id: correlation_id.clone(),
         request_id: uuid::Uuid::new_v4().to_string(),
         user_id,
+        traceparent,
     });
-    let span = tracing::info_span!("request", service = observe.metrics.service(), method = %method, route = %route, correlationId = %correlation_id);
     let mut response = CORRELATION_ID
         .scope(
             correlation_id.clone(),
@@ -80,6 +100,10 @@ pub async fn observe(State(observe): State<Observe>, mut req: Request, next: Nex
     observe
         .metrics
         .observe(method.as_str(), &route, status.as_u16(), elapsed);
+    span.record("status", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
     span.in_scope(|| {
         tracing::info!(
             status = status.as_u16(),

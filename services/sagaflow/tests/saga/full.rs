@@ -152,5 +152,60 @@ async fn a_complaint_saga_runs_end_to_end() {
         ),
         "{metrics}"
     );
+
+    // SPEC section 8, family by family with its labels, on the four services after a saga.
+    let mut exposed = String::new();
+    for url in [
+        &sys.complaint,
+        &sys.notification,
+        &sys.audit,
+        &sys.event_store,
+    ] {
+        exposed += &sys
+            .client
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+    }
+    let series = |family: &str, labels: &[&str]| {
+        exposed.lines().any(|l| {
+            l.strip_prefix(family).is_some_and(|rest| {
+                rest.starts_with('{') && labels.iter().all(|k| rest.contains(&format!("{k}=\"")))
+            })
+        })
+    };
+    for (family, labels) in [
+        (
+            "event_processing_duration_seconds_bucket",
+            &["event_type", "service", "status"][..],
+        ),
+        ("events_published_total", &["event_type", "service"]),
+        (
+            "saga_execution_duration_seconds_bucket",
+            &["saga_type", "status"],
+        ),
+        // consumed, retried and dead-lettered per queue: one family, by outcome
+        ("events_consumed_total", &["queue", "status"]),
+        ("dlq_depth", &["queue"]),
+        // consumer lag
+        ("queue_depth", &["queue", "service"]),
+        ("outbox_backlog", &["service"]),
+        ("event_store_append_duration_seconds_bucket", &["service"]),
+        ("event_store_events", &["service"]),
+        ("http_requests_total", &["route", "status", "service"]),
+        (
+            "http_request_duration_seconds_bucket",
+            &["route", "service"],
+        ),
+    ] {
+        assert!(
+            series(family, labels),
+            "no {family} with {labels:?} on /metrics:\n{exposed}"
+        );
+    }
     sys.stop().await;
 }

@@ -1,5 +1,6 @@
 //! Checks of the Grafana dashboards in `grafana/`, shared by the services' test (which scrapes
-//! the all-in-one after a saga) and the operator's (which scrapes a running operator).
+//! the all-in-one after a saga, and checks every dashboard against Grafana's schema) and the
+//! operator's (which scrapes a running operator).
 
 // Each test binary that includes this module uses part of it.
 #![allow(dead_code)]
@@ -163,4 +164,20 @@ pub fn promtool_parses(exprs: &[String]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `scripts/check/dashboards.mjs` on `files`, or on every `grafana/*.json` when there are none:
+/// each dashboard, panel and panel's options against the JSON Schema of @grafana/schema's
+/// types, with the node_modules that `scripts/kit-tools` installs (TEST_KIT_NODE_MODULES).
+pub fn grafana_schema_check(root: &str, files: &[&std::path::Path]) -> std::process::Output {
+    let modules = std::env::var("TEST_KIT_NODE_MODULES").unwrap_or_else(|_| {
+        panic!("TEST_KIT_NODE_MODULES is not set: `scripts/kit-tools` installs the dashboard checks and prints KIT_NODE_MODULES=<path>; export it as TEST_KIT_NODE_MODULES (./scripts/test does)")
+    });
+    let script = format!("{root}/scripts/check/dashboards.mjs");
+    Command::new("node")
+        .arg(&script)
+        .args(files)
+        .env("KIT_NODE_MODULES", modules)
+        .output()
+        .unwrap_or_else(|e| panic!("running node {script} (node 20 or later): {e}"))
 }

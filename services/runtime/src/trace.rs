@@ -1,0 +1,119 @@
+//! Traces (SPEC section 8): a span per request and per event handled, linked across services by
+//! the W3C `traceparent` that travels in message headers, stream fields and the envelope's
+//! metadata, and exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` names a collector.
+//!
+//! Without an exporter the spans still exist for the logs, and a service passes on the
+//! `traceparent` it received unchanged, so the chain is not broken by a service that does not
+//! export.
+
+use std::collections::HashMap;
+
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::config::TraceExport;
+
+/// The provider of an exporting process; flushes what is buffered when shut down.
+#[derive(Debug)]
+pub struct Exporter {
+    provider: SdkTracerProvider,
+}
+
+impl Exporter {
+    /// A batching OTLP/HTTP exporter: the endpoint, protocol (`http/protobuf` by default),
+    /// headers and timeout come from the standard `OTEL_EXPORTER_OTLP_*` variables; the
+    /// resource's `service.name` from `OTEL_SERVICE_NAME`, else `service`.
+    pub fn start(service: &str, export: &TraceExport) -> Result<(Self, SdkTracer), String> {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+            .map_err(|e| format!("{}: {e}", export.var))?;
+        let mut resource = opentelemetry_sdk::Resource::builder();
+        if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+            resource = resource.with_service_name(service.to_owned());
+        }
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource.build())
+            .build();
+        let tracer = provider.tracer("sagaflow");
+        Ok((Self { provider }, tracer))
+    }
+
+    /// Exports what is still buffered (bounded by the exporter's timeout).
+    pub fn shutdown(self) {
+        if let Err(e) = self.provider.shutdown() {
+            eprintln!("sagaflow: flushing traces: {e}");
+        }
+    }
+}
+
+/// The `traceparent` of `span` when traces are exported (and the span is recorded).
+pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    let cx = span.context();
+    let otel = cx.span();
+    let sc = otel.span_context();
+    sc.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags().to_u8()
+        )
+    })
+}
+
+/// Whether a header value is a W3C `traceparent` this module can continue.
+pub fn valid(traceparent: &str) -> bool {
+    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    TraceContextPropagator::new()
+        .extract(&carrier)
+        .span()
+        .span_context()
+        .is_valid()
+}
+
+/// Makes the remote span `traceparent` names the parent of `span` (before the span is first
+/// used), and answers what `span` passes on to the work it causes: its own `traceparent` when
+/// traces are exported, else the one it continues. A malformed `traceparent` is ignored.
+pub fn continue_from(span: &tracing::Span, traceparent: Option<&str>) -> Option<String> {
+    let incoming = traceparent.filter(|t| valid(t));
+    if let Some(t) = incoming {
+        let carrier = HashMap::from([("traceparent".to_owned(), t.to_owned())]);
+        let _ = span.set_parent(TraceContextPropagator::new().extract(&carrier));
+    }
+    traceparent_of(span).or_else(|| incoming.map(str::to_owned))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_well_formed_traceparents_are_continued() {
+        assert!(valid(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        for bad in [
+            "",
+            "00-abc",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "zz-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            assert!(!valid(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn without_an_exporter_a_span_passes_on_what_it_received() {
+        let span = tracing::info_span!("event");
+        let t = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(continue_from(&span, Some(t)).as_deref(), Some(t));
+        assert_eq!(continue_from(&span, Some("garbage")), None);
+        assert_eq!(continue_from(&span, None), None);
+    }
+}
