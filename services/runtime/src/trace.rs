@@ -27,8 +27,20 @@ impl Exporter {
     /// headers and timeout come from the standard `OTEL_EXPORTER_OTLP_*` variables; the
     /// resource's `service.name` from `OTEL_SERVICE_NAME`, else `service`.
     pub fn start(service: &str, export: &TraceExport) -> Result<(Self, SdkTracer), String> {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
+        use opentelemetry_otlp::WithExportConfig as _;
+        let mut builder = opentelemetry_otlp::SpanExporter::builder().with_http();
+        // The specification's default encoding; the exporter would pick JSON, since both are
+        // built in.
+        let chosen = [
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|p| !p.trim().is_empty()));
+        if !chosen {
+            builder = builder.with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
+        }
+        let exporter = builder
             .build()
             .map_err(|e| format!("{}: {e}", export.var))?;
         let mut resource = opentelemetry_sdk::Resource::builder();

@@ -550,10 +550,12 @@ async fn the_services_reconnect_when_rabbitmq_restarts_during_a_saga() {
     r.clean().await;
 }
 
-/// An OTLP/HTTP receiver (JSON encoding): keeps every span it is sent, with its service.
+/// An OTLP/HTTP receiver (protobuf or JSON encoding, by content type): keeps every span it
+/// is sent, as OTLP's JSON shape, with its service.
 #[derive(Clone, Default)]
 struct Collector {
     spans: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    encodings: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<&'static str>>>,
 }
 
 impl Collector {
@@ -563,10 +565,24 @@ impl Collector {
         let kept = collector.clone();
         let app = axum::Router::new().route(
             "/v1/traces",
-            post(move |body: axum::body::Bytes| {
+            post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
                 let kept = kept.clone();
                 async move {
-                    let export: Value = serde_json::from_slice(&body).expect("OTLP JSON");
+                    let protobuf = headers
+                        .get("content-type")
+                        .is_some_and(|t| t.as_bytes().starts_with(b"application/x-protobuf"));
+                    let export: Value = if protobuf {
+                        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+                        let request = <ExportTraceServiceRequest as prost::Message>::decode(body)
+                            .expect("OTLP protobuf");
+                        serde_json::to_value(request).expect("as JSON")
+                    } else {
+                        serde_json::from_slice(&body).expect("OTLP JSON")
+                    };
+                    kept.encodings
+                        .lock()
+                        .expect("lock")
+                        .insert(if protobuf { "protobuf" } else { "json" });
                     let mut spans = kept.spans.lock().expect("lock");
                     for rs in export["resourceSpans"].as_array().into_iter().flatten() {
                         let service = rs["resource"]["attributes"]
@@ -616,16 +632,18 @@ impl Collector {
 async fn one_sagas_spans_share_a_trace_across_the_four_services() {
     let r = run().await;
     let (collector, endpoint) = Collector::start().await;
-    let mut env = r.env.clone();
-    env.extend([
+    // Two services export in the default encoding (protobuf), two in JSON.
+    let mut protobuf = r.env.clone();
+    protobuf.extend([
         ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "http/json".into()),
         ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
     ]);
-    let complaint = serve("complaint", &env);
-    let _notification = serve("notification", &env);
-    let _audit = serve("audit", &env);
-    let _event_store = serve("event-store", &env);
+    let mut json = protobuf.clone();
+    json.push(("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "http/json".into()));
+    let complaint = serve("complaint", &protobuf);
+    let _notification = serve("notification", &json);
+    let _audit = serve("audit", &protobuf);
+    let _event_store = serve("event-store", &json);
 
     let trace_id = uuid::Uuid::new_v4().simple().to_string();
     let client_span = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
@@ -691,5 +709,10 @@ async fn one_sagas_spans_share_a_trace_across_the_four_services() {
     let ids: std::collections::HashSet<&str> =
         spans.iter().filter_map(|s| s["spanId"].as_str()).collect();
     assert_eq!(ids.len(), spans.len(), "span ids are unique");
+    assert_eq!(
+        collector.encodings.lock().expect("lock").len(),
+        2,
+        "spans came in both encodings"
+    );
     r.clean().await;
 }
