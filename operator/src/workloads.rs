@@ -156,7 +156,8 @@ pub fn config_data(
     }
     // The user's settings, except what the operator must decide: the port the probes and the
     // Service use, that the EventPipeline owns the topology, and the stream keys it created.
-    for (k, v) in &settings(spec, kind).env {
+    // The saga's settings for every service first, then the service's own.
+    for (k, v) in spec.env.iter().chain(&settings(spec, kind).env) {
         if !["PORT", "TOPOLOGY", "STREAM_PREFIX", "SAGAFLOW_DATA_DIR"].contains(&k.as_str()) {
             data.insert(k.clone(), v.clone());
         }
@@ -477,6 +478,34 @@ mod tests {
                 &["serve".to_owned(), w.kind.name.to_owned()]
             );
         }
+    }
+
+    #[test]
+    fn the_sagas_settings_reach_every_service_and_a_services_own_win() {
+        let mut spec = saga();
+        spec.env = BTreeMap::from([
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+                "http://collector:4318".into(),
+            ),
+            ("NOTIFY_ADMIN_EMAIL".into(), "all@example.com".into()),
+            ("PORT".into(), "9999".into()),
+        ]);
+        let all = workloads("demo", "ns", &owner(), &spec, &pipeline());
+        for w in &all {
+            let data = w.config.data.as_ref().expect("data");
+            assert_eq!(data["OTEL_EXPORTER_OTLP_ENDPOINT"], "http://collector:4318");
+            assert_ne!(data["PORT"], "9999", "the operator decides the port");
+        }
+        assert_eq!(
+            all[1].config.data.as_ref().expect("data")["NOTIFY_ADMIN_EMAIL"],
+            "ops@example.com",
+            "the notification service's own setting wins"
+        );
+        assert_eq!(
+            all[2].config.data.as_ref().expect("data")["NOTIFY_ADMIN_EMAIL"],
+            "all@example.com"
+        );
     }
 
     #[test]

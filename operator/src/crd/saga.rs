@@ -36,6 +36,10 @@ pub struct ComplaintSagaSpec {
     /// Each service's replicas, resources and settings.
     #[serde(default)]
     pub services: Services,
+    /// Environment variables for all four services (for example `LOG_LEVEL`, or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` to export traces); a service's own `env` wins.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
     /// The Secret holding the PostgreSQL URL (complaint, notification and audit services).
     pub database: SecretRef,
     /// The Secret holding the MongoDB URL (event store).

@@ -181,3 +181,50 @@ impl Relay {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(payload: &str) -> OutboxRow {
+        OutboxRow {
+            id: 1,
+            event_id: "5f0c3e2a-8b1d-4c7e-9a6f-2d4b8e1c7a90".into(),
+            aggregate_id: "c1".into(),
+            correlation_id: "0b7e4f2c-1d3a-4e5b-8c6d-9f0a1b2c3d4e".into(),
+            event_type: "COMPLAINT_CREATED".into(),
+            exchange: "complaints.events".into(),
+            routing_key: "complaint.created".into(),
+            stream: "complaints-stream".into(),
+            payload: payload.into(),
+        }
+    }
+
+    #[test]
+    fn the_message_header_and_the_stream_field_carry_the_envelopes_traceparent() {
+        let t = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let traced = row(&format!(
+            r#"{{"eventId":"e","metadata":{{"version":1,"traceparent":"{t}"}}}}"#
+        ));
+        assert_eq!(message_of(&traced).headers[headers::TRACEPARENT], t);
+        assert_eq!(entry_of(&traced)[headers::TRACEPARENT], t);
+    }
+
+    #[test]
+    fn an_event_recorded_without_a_trace_gets_one_made_from_its_correlation_id() {
+        for payload in [
+            r#"{"metadata":{"version":1}}"#,
+            r#"{"metadata":{"version":1,"traceparent":"00-garbage"}}"#,
+            "not json",
+        ] {
+            let r = row(payload);
+            let made = traceparent(&r.correlation_id, &r.event_id);
+            assert_eq!(
+                made,
+                "00-0b7e4f2c1d3a4e5b8c6d9f0a1b2c3d4e-5f0c3e2a8b1d4c7e-01"
+            );
+            assert_eq!(message_of(&r).headers[headers::TRACEPARENT], made);
+            assert_eq!(entry_of(&r)[headers::TRACEPARENT], made);
+        }
+    }
+}
