@@ -111,6 +111,21 @@ fn selector(saga: &str, service: &str) -> BTreeMap<String, String> {
     labels(saga, service).into_iter().take(2).collect()
 }
 
+/// Settings the operator decides: the port the probes and the Service use, that the
+/// EventPipeline owns the topology, the stream keys it created, the data volume, and the URLs
+/// that come from the Secrets (an `env` entry would be shadowed by them anyway).
+const RESERVED: [&str; 9] = [
+    "PORT",
+    "TOPOLOGY",
+    "STREAM_PREFIX",
+    "SAGAFLOW_DATA_DIR",
+    "DATABASE_URL",
+    "RABBITMQ_URL",
+    "REDIS_URL",
+    "MONGODB_URL",
+    "SMTP_URL",
+];
+
 /// The settings a service reads from its ConfigMap.
 pub fn config_data(
     spec: &ComplaintSagaSpec,
@@ -154,11 +169,10 @@ pub fn config_data(
     if let Some(max) = desired::stream_max_len(pipeline) {
         data.insert("STREAM_MAX_LEN".into(), max.to_string());
     }
-    // The user's settings, except what the operator must decide: the port the probes and the
-    // Service use, that the EventPipeline owns the topology, and the stream keys it created.
-    // The saga's settings for every service first, then the service's own.
+    // The user's settings, except the reserved ones: the saga's for every service first, then
+    // the service's own.
     for (k, v) in spec.env.iter().chain(&settings(spec, kind).env) {
-        if !["PORT", "TOPOLOGY", "STREAM_PREFIX", "SAGAFLOW_DATA_DIR"].contains(&k.as_str()) {
+        if !RESERVED.contains(&k.as_str()) {
             data.insert(k.clone(), v.clone());
         }
     }
@@ -490,12 +504,17 @@ mod tests {
             ),
             ("NOTIFY_ADMIN_EMAIL".into(), "all@example.com".into()),
             ("PORT".into(), "9999".into()),
+            ("DATABASE_URL".into(), "postgres://elsewhere/db".into()),
         ]);
         let all = workloads("demo", "ns", &owner(), &spec, &pipeline());
         for w in &all {
             let data = w.config.data.as_ref().expect("data");
             assert_eq!(data["OTEL_EXPORTER_OTLP_ENDPOINT"], "http://collector:4318");
             assert_ne!(data["PORT"], "9999", "the operator decides the port");
+            assert!(
+                !data.contains_key("DATABASE_URL"),
+                "URLs come from the Secrets"
+            );
         }
         assert_eq!(
             all[1].config.data.as_ref().expect("data")["NOTIFY_ADMIN_EMAIL"],

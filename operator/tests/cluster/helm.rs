@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -71,6 +71,29 @@ fn example_spec(file: &str) -> String {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let doc: serde_json::Value = serde_yaml::from_str(&text).expect("an example");
     doc["spec"].to_string()
+}
+
+/// `helm template` with the examples' EventPipeline and ComplaintSaga on, and `extra`.
+fn render_with_examples(namespace: &str, extra: &[&str]) -> String {
+    let pipeline = format!("pipeline.spec={}", example_spec("10-eventpipeline.yaml"));
+    let saga = format!("saga.spec={}", example_spec("20-complaintsaga.yaml"));
+    let mut args = vec![
+        "template",
+        "r1",
+        CHART,
+        "--namespace",
+        namespace,
+        "--set",
+        "pipeline.enabled=true",
+        "--set",
+        "saga.enabled=true",
+        "--set-json",
+        &pipeline,
+        "--set-json",
+        &saga,
+    ];
+    args.extend_from_slice(extra);
+    ok("helm template", &helm(&args))
 }
 
 fn rules(yaml: &str, kind: &str) -> serde_json::Value {
@@ -234,22 +257,7 @@ async fn install_monitoring_crds(client: &kube::Client) {
             },
         }))
         .expect("a CRD");
-        api.patch(
-            &name,
-            &PatchParams::apply("sagaflow-tests").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("applying the CRD {name}: {e}"));
-        eventually(&format!("{name} Established"), 30, || async {
-            let c = api.get(&name).await.ok()?;
-            c.status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-                .then_some(())
-        })
-        .await;
+        apply_crd(&api, &crd).await;
     }
 }
 
@@ -277,31 +285,16 @@ async fn the_chart_lints_renders_valid_objects_refuses_wrong_values_and_installs
     );
 
     // Everything the chart can render, checked by the API server itself.
-    let pipeline = format!("pipeline.spec={}", example_spec("10-eventpipeline.yaml"));
-    let saga = format!("saga.spec={}", example_spec("20-complaintsaga.yaml"));
-    let rendered = ok(
-        "helm template",
-        &helm(&[
-            "template",
-            "r1",
-            CHART,
-            "--namespace",
-            &k.ns,
-            "--set",
-            "pipeline.enabled=true",
-            "--set",
-            "saga.enabled=true",
-            "--set-json",
-            &pipeline,
-            "--set-json",
-            &saga,
+    let rendered = render_with_examples(
+        &k.ns,
+        &[
             "--set",
             "ingress.enabled=true",
             "--set",
             "metrics.serviceMonitor.enabled=true",
             "--set",
             "metrics.prometheusRule.enabled=true",
-        ]),
+        ],
     );
     for kind in [
         "Deployment",
@@ -504,26 +497,11 @@ async fn the_chart_lints_renders_valid_objects_refuses_wrong_values_and_installs
 /// refuse a broken object.
 #[test]
 fn the_ingress_and_the_service_monitors_fit_the_operators_services_and_pass_the_validators() {
-    let pipeline = format!("pipeline.spec={}", example_spec("10-eventpipeline.yaml"));
-    let saga = format!("saga.spec={}", example_spec("20-complaintsaga.yaml"));
-    let rendered = ok(
-        "helm template",
-        &helm(&[
-            "template",
-            "r1",
-            CHART,
-            "--namespace",
-            "shop",
-            "--set",
-            "pipeline.enabled=true",
-            "--set",
-            "saga.enabled=true",
+    let rendered = render_with_examples(
+        "shop",
+        &[
             "--set",
             "saga.name=complaints",
-            "--set-json",
-            &pipeline,
-            "--set-json",
-            &saga,
             "--set",
             "ingress.enabled=true",
             "--set",
@@ -540,7 +518,7 @@ fn the_ingress_and_the_service_monitors_fit_the_operators_services_and_pass_the_
             r#"metrics.serviceMonitor.labels={"release":"kube-prometheus-stack"}"#,
             "--set",
             "metrics.prometheusRule.enabled=true",
-        ]),
+        ],
     );
     let docs = documents(&rendered);
     let services = sagaflow_operator::workloads::SERVICES;

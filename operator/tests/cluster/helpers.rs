@@ -286,24 +286,29 @@ async fn install_crds(client: &Client) {
     let text = include_str!("../../../crds/crds.yaml");
     for doc in text.split("\n---\n").skip(1) {
         let crd: CustomResourceDefinition = serde_yaml::from_str(doc).expect("a CRD");
-        let name = crd.metadata.name.clone().expect("a name");
-        api.patch(
-            &name,
-            &PatchParams::apply("sagaflow-tests").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .expect("apply the CRD");
-        eventually(&format!("{name} Established"), 30, || async {
-            let c = api.get(&name).await.ok()?;
-            c.status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-                .then_some(())
-        })
-        .await;
+        apply_crd(&api, &crd).await;
     }
+}
+
+/// Applies a CRD (server-side, idempotent) and waits until it is Established.
+pub async fn apply_crd(api: &Api<CustomResourceDefinition>, crd: &CustomResourceDefinition) {
+    let name = crd.metadata.name.clone().expect("a name");
+    api.patch(
+        &name,
+        &PatchParams::apply("sagaflow-tests").force(),
+        &Patch::Apply(crd),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("applying the CRD {name}: {e}"));
+    eventually(&format!("{name} Established"), 30, || async {
+        let c = api.get(&name).await.ok()?;
+        c.status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+            .then_some(())
+    })
+    .await;
 }
 
 /// `sagaflow-operator run` for one namespace, its output kept for the test to read.

@@ -33,14 +33,16 @@ struct Recorder {
 
 #[async_trait]
 impl Handler for Recorder {
+    // The audit log keeps each envelope as published (`to_json`); the trace context only
+    // reaches the AUDIT_COMPENSATION it may record.
     async fn handle(&self, incoming: &Incoming) -> Result<(), Failure> {
-        let recorded = self.log.record(&incoming.envelope).await;
-        self.settle(&incoming.envelope, recorded)
+        let event = incoming.traced();
+        let recorded = self.log.record(&event).await;
+        self.settle(&event, recorded)
     }
 
     async fn handle_all(&self, batch: &[Incoming]) -> Vec<Result<(), Failure>> {
-        let events: Vec<sagaflow_domain::Envelope> =
-            batch.iter().map(|i| i.envelope.clone()).collect();
+        let events: Vec<sagaflow_domain::Envelope> = batch.iter().map(Incoming::traced).collect();
         let recorded = self.log.record_all(&events).await;
         events
             .iter()

@@ -21,10 +21,20 @@ pub struct Metadata {
     pub causation_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
-    /// The W3C trace context of the span that recorded the event (SPEC section 8): whoever
-    /// handles it continues that trace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The W3C trace context of the span that recorded the event (SPEC section 8). It is kept
+    /// with the event where it is stored ([`Envelope::to_stored_json`]) and travels in the
+    /// message's `traceparent` header and stream field, never in the published envelope, which
+    /// stays exactly the contract's ([`Envelope::to_json`]). A value that is not a string is
+    /// ignored, as an unknown field would be.
+    #[serde(default, skip_serializing, deserialize_with = "lenient_string")]
     pub traceparent: Option<String>,
+}
+
+fn lenient_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Some(s),
+        _ => None,
+    })
 }
 
 /// One event as it is stored, published and archived.
@@ -133,9 +143,23 @@ impl Envelope {
         Ok(())
     }
 
+    /// The envelope as it is published and served: exactly the contract's fields.
     pub fn to_json(&self) -> String {
         // An envelope holds only strings, numbers and JSON values: it always serialises.
         serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The envelope as the event log and the outbox keep it: the published form plus
+    /// `metadata.traceparent`, which the relay moves into the message's header and stream field.
+    pub fn to_stored_json(&self) -> String {
+        let Some(traceparent) = &self.metadata.traceparent else {
+            return self.to_json();
+        };
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(metadata) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            metadata.insert("traceparent".into(), traceparent.clone().into());
+        }
+        value.to_string()
     }
 
     /// The event type, if this version knows it.
@@ -217,7 +241,15 @@ mod tests {
             traced.metadata.traceparent.as_deref(),
             Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
         );
-        assert!(traced.to_json().contains("\"traceparent\""));
+        // Published exactly as the contract's envelope; stored with the trace context.
+        assert_eq!(traced.to_json(), sample().to_json());
+        let stored = Envelope::from_slice(traced.to_stored_json().as_bytes()).unwrap();
+        assert_eq!(stored, traced);
+        assert_eq!(sample().to_stored_json(), sample().to_json());
+        // A traceparent of another type is ignored, not a reason to refuse the event.
+        json["metadata"]["traceparent"] = serde_json::json!({"not": "a string"});
+        let odd = Envelope::from_slice(json.to_string().as_bytes()).unwrap();
+        assert_eq!(odd.metadata.traceparent, None);
         assert_eq!(
             back.payload().unwrap().event_type(),
             EventType::ComplaintClosed

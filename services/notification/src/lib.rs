@@ -48,13 +48,13 @@ struct Planner {
 #[async_trait]
 impl Handler for Planner {
     async fn handle(&self, incoming: &Incoming) -> Result<(), Failure> {
-        let event = traced(incoming);
+        let event = incoming.traced();
         let planned = self.store.plan(&event, &self.addressing).await;
         self.settle(&event, planned)
     }
 
     async fn handle_all(&self, batch: &[Incoming]) -> Vec<Result<(), Failure>> {
-        let events: Vec<sagaflow_domain::Envelope> = batch.iter().map(traced).collect();
+        let events: Vec<sagaflow_domain::Envelope> = batch.iter().map(Incoming::traced).collect();
         let planned = self.store.plan_all(&events, &self.addressing).await;
         events
             .iter()
@@ -62,16 +62,6 @@ impl Handler for Planner {
             .map(|(event, p)| self.settle(event, p))
             .collect()
     }
-}
-
-/// The event as the planner records its mails and compensations: under the trace of the span
-/// handling it (the planner keeps no copy of the envelope itself).
-fn traced(incoming: &Incoming) -> sagaflow_domain::Envelope {
-    let mut event = incoming.envelope.clone();
-    if incoming.traceparent.is_some() {
-        event.metadata.traceparent = incoming.traceparent.clone();
-    }
-    event
 }
 
 impl Planner {

@@ -78,6 +78,23 @@ pub fn trace_export(
             ));
         }
     }
+    let Some((name, endpoint)) = [
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ]
+    .into_iter()
+    .find_map(|n| var(env, n).map(|v| (n, v.trim().to_owned()))) else {
+        return Ok(None);
+    };
+    let Some(rest) = endpoint.strip_prefix("http://") else {
+        return Err(bad(
+            name,
+            format!(
+                "expected an http:// URL of an OTLP/HTTP collector (such as http://otel-collector:4318), got {:?}",
+                redact(&endpoint)
+            ),
+        ));
+    };
     for name in [
         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
         "OTEL_EXPORTER_OTLP_PROTOCOL",
@@ -96,23 +113,6 @@ pub fn trace_export(
             }
         }
     }
-    let Some((name, endpoint)) = [
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-    ]
-    .into_iter()
-    .find_map(|n| var(env, n).map(|v| (n, v.trim().to_owned()))) else {
-        return Ok(None);
-    };
-    let Some(rest) = endpoint.strip_prefix("http://") else {
-        return Err(bad(
-            name,
-            format!(
-                "expected an http:// URL of an OTLP/HTTP collector (such as http://otel-collector:4318), got {:?}",
-                redact(&endpoint)
-            ),
-        ));
-    };
     let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if host.is_empty() || host.contains(char::is_whitespace) {
         return Err(bad(name, format!("{:?} names no host", redact(&endpoint))));
@@ -341,7 +341,10 @@ mod tests {
                 "OTEL_EXPORTER_OTLP_ENDPOINT",
             ),
             (
-                &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")][..],
+                &[
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+                    ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                ][..],
                 "OTEL_EXPORTER_OTLP_PROTOCOL",
             ),
             (
@@ -359,6 +362,11 @@ mod tests {
     #[test]
     fn traces_are_exported_only_when_an_endpoint_is_named() {
         assert_eq!(trace_export(&env(&[])).unwrap(), None);
+        // A protocol alone (set cluster-wide, say) exports nothing and stops nothing.
+        assert_eq!(
+            trace_export(&env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")])).unwrap(),
+            None
+        );
         let named = trace_export(&env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]))
             .unwrap()
             .unwrap();

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sagaflow_domain::Envelope;
+use tracing::Instrument;
 
 use crate::bus::{Delivery, MessageBus, headers};
 use crate::metrics::Metrics;
@@ -79,6 +80,38 @@ pub struct Incoming {
     pub traceparent: Option<String>,
 }
 
+impl Incoming {
+    /// The envelope with the handling span's trace context, for a handler that records events
+    /// or work caused by it (they continue the trace). What a handler keeps of the envelope
+    /// itself is its published form ([`Envelope::to_json`]), which has no trace context.
+    pub fn traced(&self) -> Envelope {
+        let mut event = self.envelope.clone();
+        if self.traceparent.is_some() {
+            event.metadata.traceparent = self.traceparent.clone();
+        }
+        event
+    }
+}
+
+/// What became of an event, on its span (a dead letter is an error there).
+fn settled(span: &tracing::Span, outcome: Outcome) {
+    span.record("outcome", outcome.as_str());
+    if outcome == Outcome::DeadLettered {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
+/// The span the handler runs in: the event's own when the batch holds one, else one for the
+/// logs only (each event has its own exported span already).
+fn batch_span(events: &[tracing::Span], service: &'static str, source: &str) -> tracing::Span {
+    match events {
+        [one] => one.clone(),
+        _ => {
+            tracing::info_span!(target: crate::trace::LOG_ONLY, "events", service, source = %source, count = events.len())
+        }
+    }
+}
+
 /// The span of one event handled: a child of the span that recorded the event, named by
 /// the message's `traceparent` (header or stream field), else by the envelope's. Answers the
 /// span and the `traceparent` it passes on.
@@ -100,8 +133,11 @@ fn event_span(
         correlationId = %envelope.metadata.correlation_id,
         source = %source,
         outcome = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
     );
-    let parent = carried.or(envelope.metadata.traceparent.as_deref());
+    let parent = carried
+        .filter(|t| crate::trace::valid(t))
+        .or(envelope.metadata.traceparent.as_deref());
     let passed = crate::trace::continue_from(&span, parent);
     (span, passed)
 }
@@ -226,19 +262,11 @@ impl QueueConsumer {
                 }
             })
             .collect();
-        let results = {
-            use tracing::Instrument;
-            let span = match parsed.as_slice() {
-                [(_, e)] => {
-                    tracing::info_span!("event", service = self.metrics.service, eventType = %e.event_type, aggregateId = %e.aggregate_id,
-                    correlationId = %e.metadata.correlation_id, queue = %self.queue)
-                }
-                _ => {
-                    tracing::info_span!("events", service = self.metrics.service, queue = %self.queue, count = parsed.len())
-                }
-            };
-            self.handler.handle_all(&incoming).instrument(span).await
-        };
+        let results = self
+            .handler
+            .handle_all(&incoming)
+            .instrument(batch_span(&spans, self.metrics.service, &self.queue))
+            .await;
         let took = started.elapsed();
         let mut results = results.into_iter();
         let mut handled = Vec::new();
@@ -247,20 +275,18 @@ impl QueueConsumer {
                 .next()
                 .unwrap_or_else(|| Err(Failure::Transient("the handler gave no answer".into())));
             match result {
-                Ok(()) => {
-                    span.record("outcome", "ok");
-                    handled.push((d, envelope.event_type));
-                }
+                Ok(()) => handled.push((d, envelope.event_type, span)),
                 Err(failure) => {
                     let outcome = self.settle_failure(&d, &envelope, failure).await?;
-                    span.record("outcome", outcome.as_str());
+                    settled(span, outcome);
                     outcomes.push(outcome);
                 }
             }
         }
-        let acks: Vec<Delivery> = handled.iter().map(|(d, _)| d.clone()).collect();
+        let acks: Vec<Delivery> = handled.iter().map(|(d, _, _)| d.clone()).collect();
         self.bus.ack_all(&acks).await?;
-        for (_, event_type) in &handled {
+        for (_, event_type, span) in &handled {
+            settled(span, Outcome::Acked);
             self.metrics.settled(&self.queue, "ok");
             self.metrics.processed(event_type, "ok", took);
             outcomes.push(Outcome::Acked);
@@ -436,11 +462,11 @@ impl StreamConsumer {
                 }
             })
             .collect();
-        let results = {
-            use tracing::Instrument;
-            let span = tracing::info_span!("events", service = self.metrics.service, stream = %self.stream, count = parsed.len());
-            self.handler.handle_all(&incoming).instrument(span).await
-        };
+        let results = self
+            .handler
+            .handle_all(&incoming)
+            .instrument(batch_span(&spans, self.metrics.service, &self.stream))
+            .await;
         let took = started.elapsed();
         let mut results = results.into_iter();
         let mut handled = Vec::new();
@@ -449,17 +475,10 @@ impl StreamConsumer {
                 .next()
                 .unwrap_or_else(|| Err(Failure::Transient("the handler gave no answer".into())));
             let event_type = envelope.event_type.as_str();
-            span.record(
-                "outcome",
-                match &result {
-                    Ok(()) => "ok",
-                    Err(Failure::Business(_)) => "dead_lettered",
-                    Err(_) => "retried",
-                },
-            );
             match result {
-                Ok(()) => handled.push((entry.id.clone(), envelope.event_type.clone())),
+                Ok(()) => handled.push((entry.id.clone(), envelope.event_type.clone(), span)),
                 Err(Failure::Transient(e)) => {
+                    settled(span, Outcome::Retried);
                     // A backend away: retried until it is back, never dead-lettered.
                     tracing::warn!(stream = %self.stream, entry = %entry.id, error = %e, "will retry");
                     self.metrics.settled(&self.stream, "retried");
@@ -483,7 +502,9 @@ impl StreamConsumer {
                             started,
                         )
                         .await?;
+                        settled(span, Outcome::DeadLettered);
                     } else {
+                        settled(span, Outcome::Retried);
                         // Left pending: reclaimed and tried again after `min_idle`.
                         tracing::warn!(stream = %self.stream, entry = %entry.id, attempts, error = %e, "will retry");
                         self.metrics.settled(&self.stream, "retried");
@@ -492,17 +513,19 @@ impl StreamConsumer {
                 }
                 Err(Failure::Business(e)) => {
                     self.dead_letter(entry, &e, event_type, started).await?;
+                    settled(span, Outcome::DeadLettered);
                 }
             }
         }
         if !handled.is_empty() {
-            let ids: Vec<String> = handled.iter().map(|(id, _)| id.clone()).collect();
+            let ids: Vec<String> = handled.iter().map(|(id, _, _)| id.clone()).collect();
             self.streams.ack(&self.stream, &self.group, &ids).await?;
             let mut attempts = self
                 .attempts
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for (id, event_type) in &handled {
+            for (id, event_type, span) in &handled {
+                settled(span, Outcome::Acked);
                 attempts.remove(id);
                 self.metrics.settled(&self.stream, "ok");
                 self.metrics.processed(event_type, "ok", took);

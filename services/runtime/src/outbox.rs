@@ -60,7 +60,7 @@ pub async fn record(
         payload,
         ctx,
     );
-    write(tx, &event, &event.to_json()).await?;
+    write(tx, &event, &event.to_stored_json()).await?;
     Ok(event)
 }
 
@@ -290,7 +290,7 @@ CREATE INDEX IF NOT EXISTS outbox_unpublished_by_aggregate ON outbox (aggregate_
             payload,
             ctx,
         );
-        write(tx, &event, &event.to_json()).await?;
+        write(tx, &event, &event.to_stored_json()).await?;
         Ok(event)
     }
 

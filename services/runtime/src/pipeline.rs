@@ -157,17 +157,22 @@ impl Pipeline {
     }
 
     /// Keeps `queue_depth` of a consumed queue current: how far its consumer is behind.
+    /// While the broker cannot tell, the series is absent rather than stale.
     fn watch_queue(&self, tasks: &mut Tasks, queue: String, metrics: &Metrics) {
         let bus = self.bus.clone();
-        let gauge = metrics
-            .queue_depth
-            .with_label_values(&[queue.as_str(), metrics.service]);
+        let (depth, service) = (metrics.queue_depth.clone(), metrics.service);
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                if let Ok(n) = bus.depth(&queue).await {
-                    gauge.set(i64::try_from(n).unwrap_or(i64::MAX));
+                match bus.depth(&queue).await {
+                    Ok(n) => depth
+                        .with_label_values(&[queue.as_str(), service])
+                        .set(i64::try_from(n).unwrap_or(i64::MAX)),
+                    Err(_) => {
+                        let _ = depth.remove_label_values(&[queue.as_str(), service]);
+                    }
                 }
             }
         });

@@ -35,36 +35,69 @@ pub struct Relay {
     metrics: Metrics,
 }
 
-/// The `traceparent` an outbox row travels with: the one its envelope was recorded under
-/// (the span of the request or event that caused it), else one made from its correlation id
-/// (events recorded without a trace, or before traces existed).
-pub fn row_traceparent(row: &OutboxRow) -> String {
-    #[derive(serde::Deserialize)]
-    struct Meta {
-        traceparent: Option<String>,
+/// What an outbox row is published as: the envelope exactly as the contract has it, and the
+/// `traceparent` it travels with: the one its envelope was recorded under (the span of the
+/// request or event that caused it), else one made from its correlation id (events recorded
+/// without a trace, or before traces existed).
+pub fn published(row: &OutboxRow) -> (String, String) {
+    // Most rows of a process that exports no traces carry none: no parse for them.
+    if row.payload.contains("\"traceparent\"")
+        && let Ok(envelope) = sagaflow_domain::Envelope::from_slice(row.payload.as_bytes())
+    {
+        let traceparent = envelope
+            .metadata
+            .traceparent
+            .as_deref()
+            .and_then(crate::trace::canonical)
+            .unwrap_or_else(|| traceparent(&row.correlation_id, &row.event_id));
+        return (envelope.to_json(), traceparent);
     }
-    #[derive(serde::Deserialize)]
-    struct Traced {
-        metadata: Meta,
-    }
-    serde_json::from_str::<Traced>(&row.payload)
-        .ok()
-        .and_then(|t| t.metadata.traceparent)
-        .filter(|t| crate::trace::valid(t))
-        .unwrap_or_else(|| traceparent(&row.correlation_id, &row.event_id))
+    (
+        row.payload.clone(),
+        traceparent(&row.correlation_id, &row.event_id),
+    )
 }
 
-/// A W3C `traceparent` made up for an event recorded without one: a saga whose correlation
-/// id is a UUID keeps one trace id.
+/// A W3C `traceparent` made up for an event recorded without one, the same for every
+/// publication of the row: a saga's events share the trace id of its correlation id (the UUID
+/// itself when it is one).
 pub fn traceparent(correlation_id: &str, event_id: &str) -> String {
-    let trace = uuid::Uuid::parse_str(correlation_id).unwrap_or_else(|_| uuid::Uuid::new_v4());
-    let span = uuid::Uuid::parse_str(event_id).unwrap_or_else(|_| uuid::Uuid::new_v4());
-    let span_hex = span.simple().to_string();
-    format!("00-{}-{}-01", trace.simple(), &span_hex[..16])
+    let id128 = |s: &str| {
+        uuid::Uuid::parse_str(s).map_or_else(
+            |_| format!("{:016x}{:016x}", fnv(s, 0), fnv(s, 1)),
+            |u| u.simple().to_string(),
+        )
+    };
+    let trace = id128(correlation_id);
+    let span = &id128(event_id)[..16];
+    // An all-zero id is not a valid trace context.
+    let nonzero = |h: &str, len: usize| {
+        if h.bytes().all(|b| b == b'0') {
+            format!("{:0>len$}", 1)
+        } else {
+            h.to_owned()
+        }
+    };
+    format!("00-{}-{}-01", nonzero(&trace, 32), nonzero(span, 16))
+}
+
+/// FNV-1a, 64 bits, with a seed: stable across processes and versions.
+fn fnv(s: &str, seed: u8) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in std::iter::once(seed).chain(s.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 /// The message a row becomes.
 pub fn message_of(row: &OutboxRow) -> Message {
+    let (body, traceparent) = published(row);
+    message_with(row, body, traceparent)
+}
+
+fn message_with(row: &OutboxRow, body: String, traceparent: String) -> Message {
     Message {
         message_id: row.event_id.clone(),
         exchange: row.exchange.clone(),
@@ -75,20 +108,25 @@ pub fn message_of(row: &OutboxRow) -> Message {
                 headers::CORRELATION_ID.to_owned(),
                 row.correlation_id.clone(),
             ),
-            (headers::TRACEPARENT.to_owned(), row_traceparent(row)),
+            (headers::TRACEPARENT.to_owned(), traceparent),
         ]),
-        body: row.payload.clone(),
+        body,
     }
 }
 
 /// The stream entry a row becomes: `event` = the envelope, plus `eventId`, `eventType` and
 /// `traceparent`.
 pub fn entry_of(row: &OutboxRow) -> BTreeMap<String, String> {
+    let (body, traceparent) = published(row);
+    entry_with(row, body, traceparent)
+}
+
+fn entry_with(row: &OutboxRow, body: String, traceparent: String) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("event".to_owned(), row.payload.clone()),
+        ("event".to_owned(), body),
         ("eventId".to_owned(), row.event_id.clone()),
         ("eventType".to_owned(), row.event_type.clone()),
-        (headers::TRACEPARENT.to_owned(), row_traceparent(row)),
+        (headers::TRACEPARENT.to_owned(), traceparent),
     ])
 }
 
@@ -121,11 +159,16 @@ impl Relay {
         if rows.is_empty() {
             return Ok(0);
         }
-        let messages: Vec<Message> = rows.iter().map(message_of).collect();
-        let entries: Vec<(String, BTreeMap<String, String>)> = rows
-            .iter()
-            .map(|row| (row.stream.clone(), entry_of(row)))
-            .collect();
+        let mut messages = Vec::with_capacity(rows.len());
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let (body, traceparent) = published(row);
+            entries.push((
+                row.stream.clone(),
+                entry_with(row, body.clone(), traceparent.clone()),
+            ));
+            messages.push(message_with(row, body, traceparent));
+        }
         let sent = async {
             self.bus.publish_all(&messages).await?;
             self.streams
@@ -203,11 +246,41 @@ mod tests {
     #[test]
     fn the_message_header_and_the_stream_field_carry_the_envelopes_traceparent() {
         let t = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let traced = row(&format!(
-            r#"{{"eventId":"e","metadata":{{"version":1,"traceparent":"{t}"}}}}"#
-        ));
-        assert_eq!(message_of(&traced).headers[headers::TRACEPARENT], t);
+        let ctx = sagaflow_domain::Context {
+            correlation_id: "corr".into(),
+            causation_id: None,
+            user_id: None,
+            at: chrono::Utc::now(),
+            traceparent: Some(t.into()),
+        };
+        let payload = sagaflow_domain::events::Payload::ComplaintClosed(
+            sagaflow_domain::events::ComplaintClosed {
+                complaint_id: "c1".into(),
+                reason: None,
+                closed_at: chrono::Utc::now(),
+            },
+        );
+        let envelope = sagaflow_domain::Envelope::new("e1".into(), "c1", 1, &payload, &ctx);
+        let traced = row(&envelope.to_stored_json());
+        let message = message_of(&traced);
+        assert_eq!(message.headers[headers::TRACEPARENT], t);
         assert_eq!(entry_of(&traced)[headers::TRACEPARENT], t);
+        // The published envelope is the contract's, without the trace context.
+        assert_eq!(message.body, envelope.to_json());
+        assert_eq!(entry_of(&traced)["event"], envelope.to_json());
+        assert!(!message.body.contains("traceparent"));
+    }
+
+    #[test]
+    fn a_made_up_traceparent_is_the_same_on_every_publication() {
+        let r = row(r#"{"metadata":{"version":1}}"#);
+        let mut other = row(r#"{"metadata":{"version":1}}"#);
+        other.correlation_id = "saga-42".into();
+        let made = message_of(&other).headers[headers::TRACEPARENT].clone();
+        assert_eq!(made, entry_of(&other)[headers::TRACEPARENT]);
+        assert_eq!(made, message_of(&other).headers[headers::TRACEPARENT]);
+        assert!(crate::trace::valid(&made), "{made}");
+        assert_ne!(made, message_of(&r).headers[headers::TRACEPARENT]);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::writer::MakeWriterExt as _;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
@@ -145,11 +146,6 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Whether spans are exported.
-    pub fn exports_traces(&self) -> bool {
-        self.traces.is_some()
-    }
-
     /// Flushes the spans still buffered.
     pub fn shutdown(self) {
         if let Some(t) = self.traces {
@@ -183,39 +179,72 @@ pub fn init(
         }
         None => (None, None),
     };
-    let filter = Targets::new()
-        .with_default(LevelFilter::from_level(level(log_level)))
+    // Logs follow LOG_LEVEL (at the writer); spans are exported from INFO whatever LOG_LEVEL
+    // says, except the exporter's own work and spans kept for the logs (a batch, a probe).
+    // (Per-layer filters on the log layers stalled sqlx's PostgreSQL pool at start, so the
+    // log level is applied where lines are written.)
+    let log_level = LevelFilter::from_level(level(log_level));
+    let floor = if tracer.is_some() {
+        log_level.max(LevelFilter::INFO)
+    } else {
+        log_level
+    };
+    let enabled = Targets::new()
+        .with_default(floor)
         .with_target("sqlx", LevelFilter::WARN)
         .with_target("hyper", LevelFilter::WARN)
         .with_target("opentelemetry", LevelFilter::WARN)
         .with_target("opentelemetry_sdk", LevelFilter::WARN)
         .with_target("opentelemetry_otlp", LevelFilter::WARN)
+        .with_target("opentelemetry-otlp", LevelFilter::WARN)
         .with_target("reqwest", LevelFilter::WARN);
+    let spans = Targets::new()
+        .with_default(LevelFilter::INFO)
+        .with_target(crate::trace::LOG_ONLY, LevelFilter::OFF)
+        .with_target("opentelemetry", LevelFilter::OFF)
+        .with_target("opentelemetry_sdk", LevelFilter::OFF)
+        .with_target("opentelemetry_otlp", LevelFilter::OFF)
+        .with_target("opentelemetry-otlp", LevelFilter::OFF)
+        .with_target("reqwest", LevelFilter::OFF)
+        .with_target("hyper", LevelFilter::OFF)
+        .with_target("hyper_util", LevelFilter::OFF)
+        .with_target("h2", LevelFilter::OFF)
+        .with_target("sqlx", LevelFilter::OFF);
+    let max = log_level.into_level().unwrap_or(Level::ERROR);
+    let stderr = std::io::stderr.with_max_level(max);
     let result = match format {
         LogFormat::Json => tracing_subscriber::registry()
-            .with(otel_layer(tracer))
+            .with(otel_layer(tracer).map(|l| l.with_filter(spans)))
             .with(SpanFieldsLayer)
             .with(
                 tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
+                    .with_writer(stderr)
                     .event_format(JsonLines { service }),
             )
-            .with(filter)
+            .with(enabled)
             .try_init(),
         LogFormat::Pretty => tracing_subscriber::registry()
-            .with(otel_layer(tracer))
+            .with(otel_layer(tracer).map(|l| l.with_filter(spans)))
             .with(
                 tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
+                    .with_writer(stderr)
                     .compact(),
             )
-            .with(filter)
+            .with(enabled)
             .try_init(),
     };
-    if result.is_err() {
-        tracing::debug!("a log subscriber was already installed");
-    }
-    if let Some(export) = traces {
+    let exporter = match (result, exporter) {
+        (Err(_), exporter) => {
+            tracing::debug!("a log subscriber was already installed");
+            // Nothing would reach this exporter.
+            if let Some(e) = exporter {
+                e.shutdown();
+            }
+            None
+        }
+        (Ok(()), exporter) => exporter,
+    };
+    if let (Some(export), Some(_)) = (traces, &exporter) {
         tracing::info!(endpoint = %crate::config::redact(&export.endpoint), "exporting traces over OTLP/HTTP");
     }
     Ok(Telemetry { traces: exporter })

@@ -44,7 +44,12 @@ impl Exporter {
             .build()
             .map_err(|e| format!("{}: {e}", export.var))?;
         let mut resource = opentelemetry_sdk::Resource::builder();
-        if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        let named = std::env::var_os("OTEL_SERVICE_NAME").is_some()
+            || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|a| {
+                a.split(',')
+                    .any(|kv| kv.trim().starts_with("service.name="))
+            });
+        if !named {
             resource = resource.with_service_name(service.to_owned());
         }
         let provider = SdkTracerProvider::builder()
@@ -78,26 +83,50 @@ pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
     })
 }
 
+/// The target of spans that are for the logs only (a batch, a health probe, a scrape): the
+/// exporter leaves them out.
+pub const LOG_ONLY: &str = "sagaflow::log_only";
+
+/// A W3C `traceparent` in its canonical form (`00-<trace id>-<parent id>-<flags>`, lowercase),
+/// or `None` when it is not one: a version other than `00` is read as far as `00` defines it,
+/// version `ff`, an all-zero id or a field of the wrong length or alphabet is refused.
+pub fn canonical(traceparent: &str) -> Option<String> {
+    let mut parts = traceparent.trim().split('-');
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    let ok = hex(version, 2)
+        && version != "ff"
+        && (version != "00" || parts.next().is_none())
+        && hex(trace, 32)
+        && nonzero(trace)
+        && hex(span, 16)
+        && nonzero(span)
+        && hex(flags, 2);
+    ok.then(|| format!("00-{trace}-{span}-{flags}"))
+}
+
 /// Whether a header value is a W3C `traceparent` this module can continue.
 pub fn valid(traceparent: &str) -> bool {
-    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
-    TraceContextPropagator::new()
-        .extract(&carrier)
-        .span()
-        .span_context()
-        .is_valid()
+    canonical(traceparent).is_some()
 }
 
 /// Makes the remote span `traceparent` names the parent of `span` (before the span is first
 /// used), and answers what `span` passes on to the work it causes: its own `traceparent` when
-/// traces are exported, else the one it continues. A malformed `traceparent` is ignored.
+/// traces are exported, else the one it continues, in canonical form. A malformed
+/// `traceparent` is ignored.
 pub fn continue_from(span: &tracing::Span, traceparent: Option<&str>) -> Option<String> {
-    let incoming = traceparent.filter(|t| valid(t));
-    if let Some(t) = incoming {
-        let carrier = HashMap::from([("traceparent".to_owned(), t.to_owned())]);
+    let incoming = traceparent.and_then(canonical);
+    if let Some(t) = &incoming {
+        let carrier = HashMap::from([("traceparent".to_owned(), t.clone())]);
         let _ = span.set_parent(TraceContextPropagator::new().extract(&carrier));
     }
-    traceparent_of(span).or_else(|| incoming.map(str::to_owned))
+    traceparent_of(span).or(incoming)
 }
 
 #[cfg(test)]
@@ -112,12 +141,23 @@ mod tests {
         for bad in [
             "",
             "00-abc",
+            "00-1-2-01",
+            "00-+1-+2-01",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
             "zz-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
         ] {
             assert!(!valid(bad), "{bad:?}");
         }
+        // A later version is read as far as version 00 goes, and passed on as 00.
+        assert_eq!(
+            canonical(" 01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more ").as_deref(),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        );
     }
 
     #[test]

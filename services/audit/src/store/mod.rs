@@ -88,8 +88,7 @@ pub(crate) fn compensation(event: &Envelope) -> Option<(Vec<String>, String, Pay
         causation_id: Some(event.event_id.clone()),
         user_id: None,
         at: Utc::now(),
-        // The trace of the compensation request (its recorded envelope is kept as it came,
-        // so the audit step's own span is not named here).
+        // The audit service's span for the request (`Incoming::traced`).
         traceparent: event.metadata.traceparent.clone(),
     };
     let data = Payload::AuditCompensation(AuditCompensation {

@@ -34,6 +34,19 @@ const PREFETCH: u16 = 256;
 /// is replaced, and the rows are published again.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// `work`, given up as unavailable after `CONFIRM_TIMEOUT`: a broker that never answers must
+/// not hold a caller that retries with backoff.
+async fn bounded<T>(
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, BusError>>,
+) -> Result<T, BusError> {
+    tokio::time::timeout(CONFIRM_TIMEOUT, work)
+        .await
+        .map_err(|_| {
+            BusError::Unavailable(format!("{what} took over {} s", CONFIRM_TIMEOUT.as_secs()))
+        })?
+}
+
 fn unavailable(e: impl std::fmt::Display) -> BusError {
     BusError::Unavailable(crate::config::redact(&e.to_string()))
 }
@@ -160,6 +173,19 @@ impl RabbitBus {
         };
         bus.connection().await?;
         Ok(bus)
+    }
+
+    /// The live connection if there is one, without connecting or waiting for whoever is
+    /// connecting: for observers (queue depth) that must not hold up the consumers.
+    fn live_connection(&self) -> Result<Arc<Connection>, BusError> {
+        let conn = self
+            .conn
+            .try_lock()
+            .map_err(|_| BusError::Unavailable("connecting to RabbitMQ".into()))?;
+        match conn.as_ref() {
+            Some(c) if c.status().connected() => Ok(c.clone()),
+            _ => Err(BusError::Unavailable("not connected to RabbitMQ".into())),
+        }
     }
 
     /// The live connection, reconnecting when the broker went away (every queue consumer and the
@@ -298,18 +324,21 @@ impl RabbitBus {
         }
         // Opening a consumer is bounded too: a broker that never answers must not hold the
         // consumer loop (it retries with backoff instead).
-        tokio::time::timeout(CONFIRM_TIMEOUT, self.open_consumer(queue))
-            .await
-            .map_err(|_| {
-                BusError::Unavailable(format!(
-                    "opening a consumer of {queue} took over {} s",
-                    CONFIRM_TIMEOUT.as_secs()
-                ))
-            })?
+        // Reaching the broker has its own bound (`connection`); waiting for another task's
+        // attempt is not counted here.
+        let conn = self.connection().await?;
+        bounded(
+            &format!("opening a consumer of {queue}"),
+            self.open_consumer(&conn, queue),
+        )
+        .await
     }
 
-    async fn open_consumer(&self, queue: &str) -> Result<Arc<QueueState>, BusError> {
-        let conn = self.connection().await?;
+    async fn open_consumer(
+        &self,
+        conn: &Connection,
+        queue: &str,
+    ) -> Result<Arc<QueueState>, BusError> {
         let ch = conn.create_channel().await.map_err(unavailable)?;
         ch.basic_qos(PREFETCH, BasicQosOptions::default())
             .await
@@ -373,18 +402,15 @@ impl RabbitBus {
 
     /// Messages ready on the broker (not counting those delivered and unacked).
     async fn ready(&self, queue: &str) -> Result<u64, BusError> {
-        tokio::time::timeout(CONFIRM_TIMEOUT, self.count_ready(queue))
-            .await
-            .map_err(|_| {
-                BusError::Unavailable(format!(
-                    "counting {queue} took over {} s",
-                    CONFIRM_TIMEOUT.as_secs()
-                ))
-            })?
+        let conn = self.connection().await?;
+        bounded(
+            &format!("counting {queue}"),
+            Self::count_ready(&conn, queue),
+        )
+        .await
     }
 
-    async fn count_ready(&self, queue: &str) -> Result<u64, BusError> {
-        let conn = self.connection().await?;
+    async fn count_ready(conn: &Connection, queue: &str) -> Result<u64, BusError> {
         let ch = conn.create_channel().await.map_err(unavailable)?;
         let q = ch
             .queue_declare(
@@ -748,7 +774,13 @@ impl MessageBus for RabbitBus {
     }
 
     async fn depth(&self, queue: &str) -> Result<u64, BusError> {
-        let ready = self.ready(queue).await?;
+        // Counted on the connection the consumers use; an observer never reconnects.
+        let conn = self.live_connection()?;
+        let ready = bounded(
+            &format!("counting {queue}"),
+            Self::count_ready(&conn, queue),
+        )
+        .await?;
         let local = self
             .queues
             .lock()

@@ -131,7 +131,7 @@ async fn append_in(
     }
     let mut last_position = 0;
     for event in &request.events {
-        let json = event.to_json();
+        let json = event.to_stored_json();
         let inserted = sqlx::query_scalar::<_, i64>(
             "INSERT INTO events (event_id, stream_id, version, event_type, envelope) VALUES ($1, $2, $3, $4, $5) RETURNING position",
         )
@@ -381,7 +381,7 @@ impl PostgresEventLog {
         let events: Vec<(&Envelope, String)> = accepted
             .iter()
             .flat_map(|&i| requests[i].events.iter())
-            .map(|e| (e, e.to_json()))
+            .map(|e| (e, e.to_stored_json()))
             .collect();
         let positions: HashMap<String, i64> = sqlx::query_as::<_, (i64, String)>(
             "INSERT INTO events (event_id, stream_id, version, event_type, envelope) \

@@ -129,7 +129,7 @@ async fn append_in(
     }
     let mut last_position = 0;
     for event in &request.events {
-        let json = event.to_json();
+        let json = event.to_stored_json();
         let inserted = sqlx::query(
             "INSERT INTO events (event_id, stream_id, version, event_type, envelope) VALUES (?, ?, ?, ?, ?)",
         )

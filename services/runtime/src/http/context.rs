@@ -61,17 +61,31 @@ pub async fn observe(State(observe): State<Observe>, mut req: Request, next: Nex
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = req.method().clone();
-    let span = tracing::info_span!(
-        "request",
-        otel.name = %format!("{method} {route}"),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        service = observe.metrics.service(),
-        method = %method,
-        route = %route,
-        correlationId = %correlation_id,
-        status = tracing::field::Empty,
-    );
+    // Probes and scrapes are logged, not traced: one trace every few seconds per pod says
+    // nothing.
+    let span = if route.starts_with("/health/") || route == "/metrics" {
+        tracing::info_span!(
+            target: crate::trace::LOG_ONLY,
+            "request",
+            service = observe.metrics.service(),
+            method = %method,
+            route = %route,
+            correlationId = %correlation_id,
+            status = tracing::field::Empty,
+        )
+    } else {
+        tracing::info_span!(
+            "request",
+            otel.name = %format!("{method} {route}"),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            service = observe.metrics.service(),
+            method = %method,
+            route = %route,
+            correlationId = %correlation_id,
+            status = tracing::field::Empty,
+        )
+    };
     let caller_trace = req
         .headers()
         .get(crate::bus::headers::TRACEPARENT)

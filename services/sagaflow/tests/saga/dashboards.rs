@@ -26,19 +26,7 @@ async fn every_metric_the_dashboard_queries_is_exposed_after_a_saga() {
         (s.view(&id).await["sagaStatus"] == "COMPLETED").then_some(())
     })
     .await;
-    let mut exposed = std::collections::BTreeSet::new();
-    for base in [&s.complaint, &s.notification, &s.audit, &s.event_store] {
-        let text = s
-            .client
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        exposed.extend(dashboards::exposed(&text));
-    }
+    let exposed = dashboards::exposed(&s.metrics().await);
     for expr in &exprs {
         let used = dashboards::metrics(expr);
         assert!(!used.is_empty(), "no metric found in {expr}");

@@ -154,23 +154,7 @@ async fn a_complaint_saga_runs_end_to_end() {
     );
 
     // SPEC section 8, family by family with its labels, on the four services after a saga.
-    let mut exposed = String::new();
-    for url in [
-        &sys.complaint,
-        &sys.notification,
-        &sys.audit,
-        &sys.event_store,
-    ] {
-        exposed += &sys
-            .client
-            .get(format!("{url}/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-    }
+    let exposed = sys.metrics().await;
     let series = |family: &str, labels: &[&str]| {
         exposed.lines().any(|l| {
             l.strip_prefix(family).is_some_and(|rest| {

@@ -243,6 +243,28 @@ impl System {
         v
     }
 
+    /// The four services' `/metrics`, one after the other.
+    pub async fn metrics(&self) -> String {
+        let mut all = String::new();
+        for base in [
+            &self.complaint,
+            &self.notification,
+            &self.audit,
+            &self.event_store,
+        ] {
+            all += &self
+                .client
+                .get(format!("{base}/metrics"))
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text");
+        }
+        all
+    }
+
     pub async fn view(&self, id: &str) -> Value {
         self.get(format!("{}/api/complaints/{id}", self.complaint))
             .await
