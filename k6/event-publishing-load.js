@@ -98,21 +98,23 @@ export const options = Object.assign({}, COMMON_OPTIONS, {
         // failure (already in http_req_failed) in a few.
         iteration_errors: ['count<10'],
         checks: ['rate>0.999'],
-        // Create: p99 48 ms at 32 closed-loop clients and 1,265/s (release, embedded,
-        // docs/performance.md). At ≤100/s the service is far from its limit, but k6 and the
-        // polling share the two cores: p95 100 ms and p99 200 ms are 2× and 4× that p99.
+        // Create: a release all-in-one on two cores shared with k6 and its polling measured
+        // p95 96 ms, p99 155 ms over this profile (DURATION_SCALE=0.3, peak 100/s;
+        // docs/load-testing.md). About twice that: p95 200 ms, p99 400 ms; a create that
+        // slows down further than that has lost its headroom.
         'http_req_duration{op:create}': [
-          'p(95)<100',
-          'p(99)<200',
+          'p(95)<200',
+          'p(99)<400',
           { threshold: 'p(99)<1000', abortOnFail: true, delayAbortEval: '1m' },
         ],
-        // Lag at 100/s: p99 49 ms (bench, archived + audited + notified). k6's polling adds up
-        // to its interval (10 ms doubling to 200 ms) and its own requests: p95 250 ms, p99
-        // 500 ms, still below the 582 ms the bench saw at 200/s, so a pipeline that lost its
-        // headroom fails here. Past 5 s at p99 the backlog is growing: stop.
+        // Lag until archived and audited: the same release run measured p95 661 ms, p99
+        // 1.13 s (the audit the furthest behind; the bench, without k6's polling on the same
+        // cores, saw p99 49 ms at 100/s). About twice that: p95 1.5 s, p99 2.5 s. A pipeline
+        // that does not keep up grows a backlog of seconds and fails here; past 5 s at p99,
+        // stop.
         event_visible_lag: [
-          'p(95)<250',
-          'p(99)<500',
+          'p(95)<1500',
+          'p(99)<2500',
           { threshold: 'p(99)<5000', abortOnFail: true, delayAbortEval: '1m' },
         ],
         // Nothing acknowledged is lost (SPEC section 6): every creation becomes visible.

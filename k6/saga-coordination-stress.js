@@ -98,19 +98,19 @@ export const options = Object.assign({}, COMMON_OPTIONS, {
         sagas_not_completed: ['count==0'],
         sagas_effects_missing: ['count==0'],
         sagas_completed: ['count>0'],
-        // A command is one event + outbox row, like a create (p99 48 ms at 32 clients,
-        // release); here up to 50 VUs also poll: p95 150 ms, p99 300 ms.
+        // A command is one event + outbox row, like a create. A release run of this profile
+        // (DURATION_SCALE=0.3, 50 VUs at the peak) measured p95 82 ms, p99 116 ms: p95 150 ms,
+        // p99 300 ms leave about twice that.
         'http_req_duration{op:command}': [
           'p(95)<150',
           'p(99)<300',
           { threshold: 'p(99)<2000', abortOnFail: true, delayAbortEval: '1m' },
         ],
         // A saga is 4–8 commands and 10–16 events, each archived, audited and mailed (about
-        // ten commits per event). At the bench's 108 sagas/s with 32 clients the pipeline
-        // finishes one in ~0.3 s; 50 VUs, compensations (each a round trip through the
-        // notification and audit services) and k6's polling on the same two cores: p95 3 s,
-        // p99 6 s. A saga past SAGA_DEADLINE_MS counts in sagas_not_completed instead.
-        saga_completion: ['p(95)<3000', 'p(99)<6000'],
+        // ten commits per event). The release run measured completion p95 2.6 s, p99 3.1 s
+        // (3,014 sagas, 604 compensated, 24 sagas/s): p95 5 s, p99 8 s. A saga past
+        // SAGA_DEADLINE_MS counts in sagas_not_completed instead.
+        saga_completion: ['p(95)<5000', 'p(99)<8000'],
       },
 });
 
