@@ -130,6 +130,48 @@ where
     }
 }
 
+/// The fields of a line in the `pretty` format, without the `otel.*` ones (they name the
+/// exported span; the line says the same already).
+struct PrettyFields;
+
+struct PrettyVisitor<'a> {
+    writer: Writer<'a>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl Visit for PrettyVisitor<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let name = field.name();
+        if self.result.is_err() || name.starts_with("otel.") {
+            return;
+        }
+        let gap = if self.first { "" } else { " " };
+        self.first = false;
+        self.result = if name == "message" {
+            write!(self.writer, "{gap}{value:?}")
+        } else {
+            write!(self.writer, "{gap}{name}={value:?}")
+        };
+    }
+}
+
+impl<'w> FormatFields<'w> for PrettyFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: Writer<'w>,
+        fields: R,
+    ) -> fmt::Result {
+        let mut visitor = PrettyVisitor {
+            writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
 fn level(l: LogLevel) -> Level {
     match l {
         LogLevel::Debug => Level::DEBUG,
@@ -228,6 +270,7 @@ pub fn init(
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(stderr)
+                    .fmt_fields(PrettyFields)
                     .compact(),
             )
             .with(enabled)
