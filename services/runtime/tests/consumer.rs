@@ -325,3 +325,61 @@ async fn a_stream_entry_outlives_a_long_outage_and_is_applied_once_the_store_is_
     .await;
     task.abort();
 }
+
+/// A handler that never finishes: what it was handed stays in flight.
+struct Stuck;
+
+#[async_trait]
+impl Handler for Stuck {
+    async fn handle(&self, _incoming: &Incoming) -> Result<(), Failure> {
+        std::future::pending().await
+    }
+}
+
+/// `queue_depth{queue, service}` follows what waits in a consumed queue: messages a stuck
+/// consumer holds count, and the gauge shows them (not only a series at 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_depth_shows_what_waits_for_a_stuck_consumer() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (pipeline, _bus, _streams) =
+        sagaflow_runtime::pipeline::Pipeline::embedded(dir.path(), RetryPolicy::default())
+            .await
+            .expect("embedded pipeline");
+    pipeline
+        .bus
+        .declare(&default_queues())
+        .await
+        .expect("declare");
+    for n in 0..3 {
+        let mut m = event();
+        m.message_id = format!("e{n}");
+        m.ordering_key = Some(format!("c{n}"));
+        pipeline.bus.publish(&m).await.expect("publish");
+    }
+    let metrics = Metrics::new("notification-service").expect("metrics");
+    let mut tasks = sagaflow_runtime::tasks::Tasks::default();
+    pipeline.start_consumers(
+        &mut tasks,
+        "notification-service",
+        Arc::new(Stuck),
+        &metrics,
+    );
+    let wanted = format!("queue_depth{{queue=\"{QUEUE}\",service=\"notification-service\"}} 3");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = metrics.render();
+        if text.contains(&wanted) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {wanted} within 30 s:\n{}",
+            text.lines()
+                .filter(|l| l.starts_with("queue_depth"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tasks.stop().await;
+}
