@@ -352,6 +352,8 @@ async fn the_chart_lints_renders_valid_objects_refuses_wrong_values_and_installs
         ("operator.replica=2", "replica is not allowed"),
         ("operator.leaseDuration=soon", "operator.leaseDuration"),
         ("image.pullPolicy=Sometimes", "image.pullPolicy"),
+        ("operator.env.LOG_LEVEL=debug", "operator.env"),
+        ("operator.env.bad-name=x", "operator.env"),
     ] {
         let out = helm(&["template", "r1", CHART, "--set", set]);
         assert!(!out.status.success(), "{set} was accepted");
@@ -377,6 +379,8 @@ async fn the_chart_lints_renders_valid_objects_refuses_wrong_values_and_installs
             "ingress.host=complaints.example.com",
             "--set",
             "metrics.serviceMonitor.enabled=true",
+            "--set",
+            "operator.env.OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector.monitoring:4318",
         ]),
     );
     assert!(
@@ -444,6 +448,12 @@ async fn the_chart_lints_renders_valid_objects_refuses_wrong_values_and_installs
     assert_eq!(container.image.as_deref(), Some("sagaflow-operator:0.1.0"));
     let args = container.args.clone().unwrap_or_default();
     assert!(args.contains(&format!("--lease-name={name}")), "{args:?}");
+    let env = container.env.clone().unwrap_or_default();
+    assert!(
+        env.iter().any(|e| e.name == "OTEL_EXPORTER_OTLP_ENDPOINT"
+            && e.value.as_deref() == Some("http://otel-collector.monitoring:4318")),
+        "operator.env reaches the operator: {env:?}"
+    );
     Api::<ServiceAccount>::namespaced(k.client.clone(), &k.ns)
         .get(name)
         .await
