@@ -197,12 +197,7 @@ fn kubernetes_validate(docs: &[Value]) -> (Output, usize) {
 /// it has no schema for (it only warns of those: here that fails).
 fn assert_kubernetes_valid(docs: &[Value]) {
     let (out, n) = kubernetes_validate(docs);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "kubernetes-validate refused what the chart renders:\n{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = ok("kubernetes-validate of what the chart renders", &out);
     assert!(
         !stdout.contains("WARN") && !stdout.contains("ERROR"),
         "kubernetes-validate met a kind it has no schema for (add it to NO_SCHEMA only if it is a custom resource checked elsewhere):\n{stdout}"
@@ -663,11 +658,9 @@ fn the_ingress_and_the_service_monitors_fit_the_operators_services_and_pass_the_
             "PrometheusRule=1",
         ],
     );
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "scripts/check/monitoring.mjs refused what the chart renders:\n{said}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let said = ok(
+        "scripts/check/monitoring.mjs on what the chart renders",
+        &out,
     );
     assert_eq!(
         said.lines().filter(|l| l.starts_with("ok ")).count(),

@@ -231,27 +231,27 @@ pub fn init(
     } else {
         log_level
     };
-    let enabled = Targets::new()
-        .with_default(floor)
-        .with_target("sqlx", LevelFilter::WARN)
-        .with_target("hyper", LevelFilter::WARN)
-        .with_target("opentelemetry", LevelFilter::WARN)
-        .with_target("opentelemetry_sdk", LevelFilter::WARN)
-        .with_target("opentelemetry_otlp", LevelFilter::WARN)
-        .with_target("opentelemetry-otlp", LevelFilter::WARN)
-        .with_target("reqwest", LevelFilter::WARN);
-    let spans = Targets::new()
-        .with_default(LevelFilter::INFO)
-        .with_target(crate::trace::LOG_ONLY, LevelFilter::OFF)
-        .with_target("opentelemetry", LevelFilter::OFF)
-        .with_target("opentelemetry_sdk", LevelFilter::OFF)
-        .with_target("opentelemetry_otlp", LevelFilter::OFF)
-        .with_target("opentelemetry-otlp", LevelFilter::OFF)
-        .with_target("reqwest", LevelFilter::OFF)
-        .with_target("hyper", LevelFilter::OFF)
-        .with_target("hyper_util", LevelFilter::OFF)
-        .with_target("h2", LevelFilter::OFF)
-        .with_target("sqlx", LevelFilter::OFF);
+    // The exporter's own crates: their warnings are logged, their spans never exported (an
+    // export would trace itself).
+    let exporting_crates = [
+        "opentelemetry",
+        "opentelemetry_sdk",
+        "opentelemetry_otlp",
+        "opentelemetry-otlp",
+        "reqwest",
+    ];
+    let enabled = Targets::new().with_default(floor).with_targets(
+        ["sqlx", "hyper"]
+            .into_iter()
+            .chain(exporting_crates)
+            .map(|t| (t, LevelFilter::WARN)),
+    );
+    let spans = Targets::new().with_default(LevelFilter::INFO).with_targets(
+        [crate::trace::LOG_ONLY, "hyper", "hyper_util", "h2", "sqlx"]
+            .into_iter()
+            .chain(exporting_crates)
+            .map(|t| (t, LevelFilter::OFF)),
+    );
     let max = log_level.into_level().unwrap_or(Level::ERROR);
     let stderr = std::io::stderr.with_max_level(max);
     let result = match format {

@@ -231,9 +231,7 @@ impl RabbitBus {
 
     /// Publishes them all on the confirm channel, then waits for their confirms together.
     async fn publish_batch(&self, messages: &[Message]) -> Result<(), BusError> {
-        let ch = tokio::time::timeout(CONFIRM_TIMEOUT, self.publisher())
-            .await
-            .map_err(|_| BusError::Unavailable("opening a publisher channel timed out".into()))??;
+        let ch = bounded("opening a publisher channel", self.publisher()).await?;
         let mut confirms = Vec::with_capacity(messages.len());
         for m in messages {
             let confirm = ch
@@ -296,9 +294,7 @@ impl RabbitBus {
         body: &[u8],
         props: BasicProperties,
     ) -> Result<(), BusError> {
-        let ch = tokio::time::timeout(CONFIRM_TIMEOUT, self.publisher())
-            .await
-            .map_err(|_| BusError::Unavailable("opening a publisher channel timed out".into()))??;
+        let ch = bounded("opening a publisher channel", self.publisher()).await?;
         let pending = ch
             .basic_publish(
                 exchange.into(),

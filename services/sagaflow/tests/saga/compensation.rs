@@ -182,15 +182,7 @@ async fn a_mail_refused_for_good_to_an_assignee_undoes_the_assignment() {
         sys.drained().await;
         assert!(!corrected(), "no correction to a user who was never told");
     }
-    let metrics = sys
-        .client
-        .get(format!("{}/metrics", sys.complaint))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = sys.metrics_of(&sys.complaint).await;
     assert!(metrics.contains("saga_execution_duration_seconds_count{saga_type=\"complaint\",status=\"compensated\"} 1"), "{metrics}");
     sys.stop().await;
 }

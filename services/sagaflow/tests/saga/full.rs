@@ -137,15 +137,7 @@ async fn a_complaint_saga_runs_end_to_end() {
     ] {
         assert_eq!(state["state"][field], view[field], "{field}");
     }
-    let metrics = sys
-        .client
-        .get(format!("{}/metrics", sys.complaint))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = sys.metrics_of(&sys.complaint).await;
     assert!(
         metrics.contains(
             "saga_execution_duration_seconds_count{saga_type=\"complaint\",status=\"completed\"} 1"

@@ -243,6 +243,18 @@ impl System {
         v
     }
 
+    /// One service's `/metrics`.
+    pub async fn metrics_of(&self, base: &str) -> String {
+        self.client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
     /// The four services' `/metrics`, one after the other.
     pub async fn metrics(&self) -> String {
         let mut all = String::new();
@@ -252,15 +264,7 @@ impl System {
             &self.audit,
             &self.event_store,
         ] {
-            all += &self
-                .client
-                .get(format!("{base}/metrics"))
-                .send()
-                .await
-                .expect("metrics")
-                .text()
-                .await
-                .expect("text");
+            all += &self.metrics_of(base).await;
         }
         all
     }
