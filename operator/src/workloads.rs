@@ -111,11 +111,15 @@ fn selector(saga: &str, service: &str) -> BTreeMap<String, String> {
     labels(saga, service).into_iter().take(2).collect()
 }
 
-/// Settings the operator decides: the port the probes and the Service use, that the
+/// Settings the operator decides: the port the probes and the Service use, where the console
+/// reaches the other services, that the
 /// EventPipeline owns the topology, the stream keys it created, the data volume, and the URLs
 /// that come from the Secrets (an `env` entry would be shadowed by them anyway).
-const RESERVED: [&str; 9] = [
+const RESERVED: [&str; 12] = [
     "PORT",
+    "NOTIFICATION_SERVICE_URL",
+    "AUDIT_SERVICE_URL",
+    "EVENT_STORE_SERVICE_URL",
     "TOPOLOGY",
     "STREAM_PREFIX",
     "SAGAFLOW_DATA_DIR",
@@ -179,6 +183,26 @@ pub fn config_data(
     data
 }
 
+/// Where the complaint service's console reaches the other services: their Services, in the
+/// saga's namespace.
+pub fn peer_urls(saga: &str) -> BTreeMap<String, String> {
+    SERVICES
+        .iter()
+        .filter_map(|k| {
+            let var = match k.name {
+                "notification" => "NOTIFICATION_SERVICE_URL",
+                "audit" => "AUDIT_SERVICE_URL",
+                "event-store" => "EVENT_STORE_SERVICE_URL",
+                _ => return None,
+            };
+            Some((
+                var.to_owned(),
+                format!("http://{}:{}", object_name(saga, k.name), k.port),
+            ))
+        })
+        .collect()
+}
+
 /// A stable hash of the settings (FNV-1a), for the pod template's annotation.
 pub fn hash(data: &BTreeMap<String, String>) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -239,7 +263,10 @@ pub fn workloads(
                 owner_references: Some(vec![owner.clone()]),
                 ..Default::default()
             };
-            let data = config_data(spec, pipeline, kind);
+            let mut data = config_data(spec, pipeline, kind);
+            if kind.name == "complaint" {
+                data.extend(peer_urls(saga));
+            }
             let config_hash = hash(&data);
             let config = ConfigMap {
                 metadata: meta.clone(),
@@ -525,6 +552,28 @@ mod tests {
             all[2].config.data.as_ref().expect("data")["NOTIFY_ADMIN_EMAIL"],
             "all@example.com"
         );
+    }
+
+    #[test]
+    fn the_complaint_service_is_told_where_the_other_services_answer() {
+        let all = workloads("demo", "ns", &owner(), &saga(), &pipeline());
+        let complaint = all[0].config.data.as_ref().expect("data");
+        assert_eq!(
+            complaint["NOTIFICATION_SERVICE_URL"],
+            "http://demo-notification:3006"
+        );
+        assert_eq!(complaint["AUDIT_SERVICE_URL"], "http://demo-audit:3007");
+        assert_eq!(
+            complaint["EVENT_STORE_SERVICE_URL"],
+            "http://demo-event-store:3008"
+        );
+        for w in &all[1..] {
+            let name = w.service.metadata.name.clone().expect("name");
+            let url = format!("http://{name}:{}", w.kind.port);
+            assert!(complaint.values().any(|v| *v == url), "no {url}");
+            let data = w.config.data.as_ref().expect("data");
+            assert!(!data.contains_key("AUDIT_SERVICE_URL"), "{name}");
+        }
     }
 
     #[test]

@@ -430,6 +430,25 @@ impl ComplaintApp {
     ) -> Result<Page, AppError> {
         Ok(self.views.list(filter, limit, cursor).await?)
     }
+
+    /// The figures of the newest `window` complaints' sagas.
+    pub async fn summary(&self, window: u32) -> Result<sagaflow_domain::SagaSummary, AppError> {
+        let mut views = Vec::new();
+        let mut cursor = None;
+        while views.len() < window as usize {
+            let want = (window as usize - views.len()).min(200) as u32;
+            let page = self
+                .views
+                .list(&ListFilter::default(), want, cursor)
+                .await?;
+            views.extend(page.items);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        Ok(sagaflow_domain::SagaSummary::of(&views))
+    }
 }
 
 /// Why `record` did not answer a view.

@@ -6,9 +6,11 @@
 //! - [`read_model`]: the views port and its embedded adapter.
 //! - [`saga`]: reactions to the notification and audit events (compensation, completion).
 //! - [`http`]: routes and handlers.
+//! - [`console`]: the web console at `/`, and the routes it reads the other services through.
 //! - [`openapi`]: the OpenAPI document served at `/openapi.json`.
 
 pub mod app;
+pub mod console;
 pub mod http;
 pub mod openapi;
 pub mod projector;
@@ -220,8 +222,14 @@ impl ComplaintService {
         })
     }
 
-    /// The whole HTTP API, with health, metrics and the OpenAPI document.
+    /// The whole HTTP API, with health, metrics and the OpenAPI document; the console knows
+    /// no other service.
     pub fn router(&self, correlation_header: HeaderName) -> Router {
+        self.router_with(correlation_header, console::Peers::default())
+    }
+
+    /// The whole HTTP API, the console reaching the other services at `peers`.
+    pub fn router_with(&self, correlation_header: HeaderName, peers: console::Peers) -> Router {
         let mut checks: Vec<Arc<dyn ReadinessCheck>> = vec![
             check("event-log", {
                 let log = self.app.log();
@@ -249,7 +257,12 @@ impl ComplaintService {
                 EXCHANGE,
             ))
             .merge(sagaflow_runtime::http::health::routes(health))
-            .merge(openapi::routes());
+            .merge(openapi::routes())
+            .merge(console::routes(
+                self.app.clone(),
+                peers,
+                correlation_header.clone(),
+            ));
         sagaflow_runtime::http::finish(router, correlation_header, &self.metrics)
     }
 

@@ -77,6 +77,9 @@ pub struct Config {
     pub mailer: Option<Arc<dyn Mailer>>,
     /// Run only this service (its name, e.g. `audit-service`); all four when `None`.
     pub only: Option<&'static str>,
+    /// `NOTIFICATION_SERVICE_URL`, `AUDIT_SERVICE_URL`, `EVENT_STORE_SERVICE_URL`: where the
+    /// console (on the complaint service) reaches the services that do not run in this process.
+    pub peers: sagaflow_complaint::console::Peers,
 }
 
 impl Config {
@@ -105,6 +108,7 @@ impl Config {
             consumer_name: "event-store-1".into(),
             mailer: None,
             only: None,
+            peers: Default::default(),
         }
     }
 
@@ -194,6 +198,17 @@ async fn bind(
     Ok((listener, bound))
 }
 
+/// The address to reach a listener at: loopback for one bound to every interface.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], addr.port())),
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    }
+}
+
 impl AllInOne {
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         let dir = &config.data_dir;
@@ -242,26 +257,44 @@ impl AllInOne {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut servers = Vec::new();
         let mut services = Vec::new();
-        let mut addrs = [None; 4];
-        if want(sagaflow_complaint::SERVICE) {
+        // Every listener first, so that the console knows where each service answers.
+        let mut listeners = [None, None, None, None];
+        for (i, (service, port)) in [
+            (sagaflow_complaint::SERVICE, config.ports.complaint),
+            (sagaflow_notification::SERVICE, config.ports.notification),
+            (sagaflow_audit::SERVICE, config.ports.audit),
+            (sagaflow_event_store::SERVICE, config.ports.event_store),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if want(service) {
+                listeners[i] = Some(bind(config.host, port, service).await?);
+            }
+        }
+        let addrs = listeners
+            .each_ref()
+            .map(|l| l.as_ref().map(|(_, addr)| *addr));
+        let local = |i: usize| addrs[i].map(|a: SocketAddr| format!("http://{}", reachable(a)));
+        let peers = sagaflow_complaint::console::Peers {
+            complaint: local(0),
+            notification: local(1).or_else(|| config.peers.notification.clone()),
+            audit: local(2).or_else(|| config.peers.audit.clone()),
+            event_store: local(3).or_else(|| config.peers.event_store.clone()),
+        };
+        let [complaint_l, notification_l, audit_l, event_store_l] = listeners;
+        if let Some((listener, _)) = complaint_l {
             let s = ComplaintService::open(&storage, pipeline.clone(), config.saga)
                 .await
                 .context("starting the complaint service")?;
-            let (listener, addr) = bind(
-                config.host,
-                config.ports.complaint,
-                sagaflow_complaint::SERVICE,
-            )
-            .await?;
             servers.push(tokio::spawn(serve(
                 listener,
-                s.router(h.clone()),
+                s.router_with(h.clone(), peers),
                 stopped.clone(),
             )));
-            addrs[0] = Some(addr);
             services.push(Running::Complaint(s));
         }
-        if want(sagaflow_notification::SERVICE) {
+        if let Some((listener, _)) = notification_l {
             let mailer: Arc<dyn Mailer> = match (&config.mailer, &config.smtp_url) {
                 (Some(m), _) => m.clone(),
                 (None, Some(url)) => Arc::new(sagaflow_notification::mailer::smtp::Smtp::new(url)?),
@@ -279,35 +312,25 @@ impl AllInOne {
             )
             .await
             .context("starting the notification service")?;
-            let (listener, addr) = bind(
-                config.host,
-                config.ports.notification,
-                sagaflow_notification::SERVICE,
-            )
-            .await?;
             servers.push(tokio::spawn(serve(
                 listener,
                 s.router(h.clone()),
                 stopped.clone(),
             )));
-            addrs[1] = Some(addr);
             services.push(Running::Notification(s));
         }
-        if want(sagaflow_audit::SERVICE) {
+        if let Some((listener, _)) = audit_l {
             let s = AuditService::open(&dir.join("audit"), postgres, pipeline.clone())
                 .await
                 .context("starting the audit service")?;
-            let (listener, addr) =
-                bind(config.host, config.ports.audit, sagaflow_audit::SERVICE).await?;
             servers.push(tokio::spawn(serve(
                 listener,
                 s.router(h.clone()),
                 stopped.clone(),
             )));
-            addrs[2] = Some(addr);
             services.push(Running::Audit(s));
         }
-        if want(sagaflow_event_store::SERVICE) {
+        if let Some((listener, _)) = event_store_l {
             let s = EventStoreService::open(
                 &dir.join("event-store"),
                 config.mongodb_url.as_deref(),
@@ -319,18 +342,11 @@ impl AllInOne {
             )
             .await
             .context("starting the event store")?;
-            let (listener, addr) = bind(
-                config.host,
-                config.ports.event_store,
-                sagaflow_event_store::SERVICE,
-            )
-            .await?;
             servers.push(tokio::spawn(serve(
                 listener,
                 s.router(h.clone()),
                 stopped.clone(),
             )));
-            addrs[3] = Some(addr);
             services.push(Running::EventStore(s));
         }
         Ok(Self {
@@ -408,6 +424,12 @@ pub fn apply_env(
     config.redis_url = url("REDIS_URL", &["redis", "rediss"])?;
     config.mongodb_url = url("MONGODB_URL", &["mongodb", "mongodb+srv"])?;
     config.smtp_url = url("SMTP_URL", &["smtp"])?;
+    let peer = |name: &'static str| {
+        url(name, &["http", "https"]).map(|u| u.map(|u| u.trim_end_matches('/').to_owned()))
+    };
+    config.peers.notification = peer("NOTIFICATION_SERVICE_URL")?;
+    config.peers.audit = peer("AUDIT_SERVICE_URL")?;
+    config.peers.event_store = peer("EVENT_STORE_SERVICE_URL")?;
     match (&config.rabbitmq_url, &config.redis_url) {
         (Some(_), None) => {
             return Err(bad(

@@ -373,6 +373,19 @@ fn every_malformed_setting_exits_2_with_one_line_naming_it() {
             &[("SMTP_URL", "smtps://u:hunter2@relay")][..],
             "SMTP_URL",
         ),
+        (
+            &["all-in-one"][..],
+            &[("AUDIT_SERVICE_URL", "audit:3007")][..],
+            "AUDIT_SERVICE_URL",
+        ),
+        (
+            &["serve", "complaint"][..],
+            &[
+                ("DATABASE_URL", "sqlite:///tmp/x.db"),
+                ("NOTIFICATION_SERVICE_URL", "ftp://u:hunter2@n"),
+            ][..],
+            "NOTIFICATION_SERVICE_URL",
+        ),
     ] {
         let (code, stderr) = run_to_end(args, env);
         assert_eq!(code, 2, "{args:?} {env:?}: {stderr}");
@@ -632,6 +645,9 @@ fn schemathesis_finds_no_server_error_and_no_answer_outside_the_documents() {
                 &examples,
                 "--workers",
                 "2",
+                // A request that hangs is a failure naming it, not a test that times out.
+                "--request-timeout",
+                "15",
                 "--seed",
                 "20261125",
                 "--no-color",

@@ -22,8 +22,20 @@ pub async fn spawn_app() -> TestApp {
     app
 }
 
+/// A service on a fresh data directory whose console reaches the other services at `peers`.
+pub async fn spawn_with_peers(peers: sagaflow_complaint::console::Peers) -> TestApp {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mut app = spawn_on_with(temp.path(), peers).await;
+    app._temp = Some(temp);
+    app
+}
+
 /// A service on `dir` (which the caller keeps).
 pub async fn spawn_on(dir: &Path) -> TestApp {
+    spawn_on_with(dir, Default::default()).await
+}
+
+async fn spawn_on_with(dir: &Path, peers: sagaflow_complaint::console::Peers) -> TestApp {
     let (pipeline, bus, streams) =
         sagaflow_runtime::pipeline::Pipeline::embedded(dir, Default::default())
             .await
@@ -36,7 +48,10 @@ pub async fn spawn_on(dir: &Path) -> TestApp {
     .await
     .expect("open the service");
     let log = service.app.log();
-    let router = service.router(axum::http::HeaderName::from_static("x-correlation-id"));
+    let router = service.router_with(
+        axum::http::HeaderName::from_static("x-correlation-id"),
+        peers,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

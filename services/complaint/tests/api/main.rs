@@ -5,6 +5,7 @@ mod helpers;
 
 mod commands;
 mod concurrency;
+mod console;
 mod create;
 mod errors;
 mod list;

@@ -76,6 +76,13 @@ async fn the_openapi_document_describes_the_routes_that_exist() {
         ("/openapi.json", "get"),
         ("/api/dlq/{exchange}", "get"),
         ("/api/dlq/{exchange}/redrive", "post"),
+        ("/", "get"),
+        ("/console/{asset}", "get"),
+        ("/api/sagas/summary", "get"),
+        ("/api/console/services", "get"),
+        ("/api/console/audit/{aggregateId}", "get"),
+        ("/api/console/dlq/{exchange}", "get"),
+        ("/api/console/dlq/{exchange}/redrive", "post"),
     ];
     let mut documented = Vec::new();
     for (path, item) in paths {
@@ -89,7 +96,9 @@ async fn the_openapi_document_describes_the_routes_that_exist() {
             let url = app.url(
                 &path
                     .replace("{id}", "00000000-0000-0000-0000-000000000000")
-                    .replace("{exchange}", "complaints.events"),
+                    .replace("{exchange}", "complaints.events")
+                    .replace("{asset}", "app.js")
+                    .replace("{aggregateId}", "x"),
             );
             let res = app
                 .client

@@ -11,6 +11,7 @@ mod backends;
 mod dashboard_checks;
 
 mod compensation;
+mod console;
 mod dashboards;
 mod deadlines;
 mod full;
