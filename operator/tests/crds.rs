@@ -130,3 +130,41 @@ fn the_defaults_are_the_topology_of_the_contract() {
         );
     }
 }
+
+/// `docs/reference/operator-cli.md` is what `sagaflow-operator … --help` prints
+/// (`UPDATE_DOCS=1 cargo test -p sagaflow-operator --test crds` writes it again).
+#[test]
+fn the_operator_command_line_reference_is_what_help_prints() {
+    let mut text = String::from(
+        "# Command line: sagaflow-operator\n\nGenerated from `sagaflow-operator … --help` by `operator/tests/crds.rs`, which fails when this page differs; `UPDATE_DOCS=1 cargo test -p sagaflow-operator --test crds` writes it again. What each setting does: [operator.md](../operator.md#running-it).\n",
+    );
+    for args in [
+        &["--help"][..],
+        &["run", "--help"][..],
+        &["crdgen", "--help"][..],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sagaflow-operator"))
+            .args(args)
+            .output()
+            .expect("sagaflow-operator");
+        assert!(out.status.success(), "{args:?}");
+        text.push_str(&format!(
+            "\n## `sagaflow-operator {}`\n\n```text\n{}\n```\n",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout).trim_end()
+        ));
+    }
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/reference/operator-cli.md"
+    );
+    if std::env::var("UPDATE_DOCS").is_ok_and(|v| v == "1") {
+        std::fs::write(path, &text).expect("writing");
+        return;
+    }
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == text,
+        "docs/reference/operator-cli.md differs from --help: run `UPDATE_DOCS=1 cargo test -p sagaflow-operator --test crds` and commit it"
+    );
+}

@@ -827,24 +827,28 @@ fn promtool(args: &[&str], dir: &std::path::Path) -> Output {
         .unwrap_or_else(|e| panic!("running {bin}: {e}"))
 }
 
-/// The chart's PrometheusRule carries the rules file as it is; promtool accepts every rule and
-/// the scenarios of `rules/sagaflow.rules.test.yaml` fire (and stay quiet) as they say.
+/// The chart's PrometheusRule carries the rules file as it is (each runbook_url under
+/// `runbookBaseUrl` when it is set); promtool accepts every rule and the scenarios of
+/// `rules/sagaflow.rules.test.yaml` fire (and stay quiet) as they say.
 #[test]
 fn the_alert_rules_parse_and_fire_as_their_scenarios_say() {
-    let rendered = ok(
-        "helm template",
-        &helm(&[
-            "template",
-            "r1",
-            CHART,
-            "--set",
-            "metrics.prometheusRule.enabled=true",
-            "--set",
-            "metrics.serviceMonitor.enabled=true",
-            "--show-only",
-            "templates/prometheusrule.yaml",
-        ]),
-    );
+    let render = |value: &str| {
+        ok(
+            "helm template",
+            &helm(&[
+                "template",
+                "r1",
+                CHART,
+                "--set",
+                "metrics.prometheusRule.enabled=true",
+                "--set",
+                value,
+                "--show-only",
+                "templates/prometheusrule.yaml",
+            ]),
+        )
+    };
+    let rendered = render("metrics.serviceMonitor.enabled=true");
     let rule: serde_json::Value = serde_yaml::from_str(&rendered).expect("a PrometheusRule");
     assert_eq!(rule["kind"], "PrometheusRule");
     let file = format!("{CHART}/rules/sagaflow.rules.yaml");
@@ -873,6 +877,31 @@ fn the_alert_rules_parse_and_fire_as_their_scenarios_say() {
         "SagaflowOperatorReconcileFailing",
     ] {
         assert!(alerts.contains(&wanted), "no {wanted} in {alerts:?}");
+    }
+    // With runbookBaseUrl, each alert's runbook_url is <base>/<alert>.md.
+    let based = render("metrics.prometheusRule.runbookBaseUrl=https://docs.example.com/runbooks");
+    let based: serde_json::Value = serde_yaml::from_str(&based).expect("a PrometheusRule");
+    let urls: Vec<(String, String)> = based["spec"]["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+        .map(|r| {
+            (
+                r["alert"].as_str().unwrap_or("?").to_owned(),
+                r["annotations"]["runbook_url"]
+                    .as_str()
+                    .unwrap_or("none")
+                    .to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(urls.len(), alerts.len());
+    for (alert, url) in &urls {
+        assert_eq!(
+            url,
+            &format!("https://docs.example.com/runbooks/{alert}.md")
+        );
     }
     // promtool reads what the chart renders, not only the source file.
     let dir = tempfile::tempdir().expect("a directory");
