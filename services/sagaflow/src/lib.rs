@@ -169,10 +169,15 @@ fn lock(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
 }
 
 async fn serve(
+    service: &'static str,
     listener: tokio::net::TcpListener,
     router: axum::Router,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    // "listening" means answering: the service behind it is open.
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(service, addr = %addr, "listening");
+    }
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
@@ -194,7 +199,6 @@ async fn bind(
         .await
         .with_context(|| format!("{service}: listening on {addr}"))?;
     let bound = listener.local_addr().context("reading the bound address")?;
-    tracing::info!(service, addr = %bound, "listening");
     Ok((listener, bound))
 }
 
@@ -288,6 +292,7 @@ impl AllInOne {
                 .await
                 .context("starting the complaint service")?;
             servers.push(tokio::spawn(serve(
+                sagaflow_complaint::SERVICE,
                 listener,
                 s.router_with(h.clone(), peers),
                 stopped.clone(),
@@ -313,6 +318,7 @@ impl AllInOne {
             .await
             .context("starting the notification service")?;
             servers.push(tokio::spawn(serve(
+                sagaflow_notification::SERVICE,
                 listener,
                 s.router(h.clone()),
                 stopped.clone(),
@@ -324,6 +330,7 @@ impl AllInOne {
                 .await
                 .context("starting the audit service")?;
             servers.push(tokio::spawn(serve(
+                sagaflow_audit::SERVICE,
                 listener,
                 s.router(h.clone()),
                 stopped.clone(),
@@ -343,6 +350,7 @@ impl AllInOne {
             .await
             .context("starting the event store")?;
             servers.push(tokio::spawn(serve(
+                sagaflow_event_store::SERVICE,
                 listener,
                 s.router(h.clone()),
                 stopped.clone(),

@@ -250,8 +250,11 @@ fn plan(
 
 async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(dataDir = %config.data_dir.display(), "embedded state directory");
+    // The handlers are in place before anything answers: a SIGTERM during the start stops the
+    // system cleanly once it is up, instead of killing it.
+    let signalled = tokio::spawn(shutdown::signal());
     let system = AllInOne::start(config).await?;
-    shutdown::signal().await;
+    let _ = signalled.await;
     system.stop().await;
     tracing::info!("stopped cleanly");
     Ok(())
