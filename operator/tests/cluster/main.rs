@@ -91,3 +91,73 @@ async fn the_crds_apply_kubectl_explain_teaches_and_invalid_resources_are_refuse
     }
     k.cleanup().await;
 }
+
+/// The read-only `kubectl get` and `kubectl explain` lines the docs show (in blocks not run by
+/// `services/sagaflow/tests/docs.rs`, which has no cluster) work against the API server with
+/// the CRDs: resource names, short names, label and field selectors, output formats.
+#[tokio::test]
+async fn the_kubectl_get_and_explain_lines_of_the_docs_work() {
+    let k = Kube::new("docs", 9).await;
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let mut pages = vec![std::path::PathBuf::from(format!("{root}/README.md"))];
+    let mut dirs = vec![std::path::PathBuf::from(format!("{root}/docs"))];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("docs/") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "md") {
+                pages.push(path);
+            }
+        }
+    }
+    let mut ran = 0;
+    for page in pages {
+        let text = std::fs::read_to_string(&page).expect("page");
+        let mut in_sh = false;
+        for line in text.lines() {
+            if line.starts_with("```") {
+                in_sh = !in_sh && line.trim() == "```sh";
+                continue;
+            }
+            let command = line.split(['|', '#']).next().unwrap_or("").trim();
+            let words: Vec<&str> = command.split_whitespace().collect();
+            // The first word that is neither a flag nor the value of `-n`.
+            let verb = words
+                .iter()
+                .enumerate()
+                .skip(1)
+                .find(|(i, w)| !w.starts_with('-') && words[i - 1] != "-n")
+                .map(|(_, w)| w);
+            let read_only = matches!(verb, Some(&"get") | Some(&"explain"));
+            if !in_sh || words.first() != Some(&"kubectl") || !read_only || line.ends_with('\\') {
+                continue;
+            }
+            // The docs' placeholders: the namespace, the ComplaintSaga, a resource's name.
+            let args: Vec<String> = words[1..]
+                .iter()
+                .map(|w| {
+                    w.replace("NAMESPACE", &k.ns)
+                        .replace("SAGA", "complaints")
+                        .replace("=NAME", "=complaints")
+                })
+                .collect();
+            let out = std::process::Command::new("kubectl")
+                .args(&args)
+                .arg("--request-timeout=10s")
+                .env("KUBECONFIG", kubeconfig())
+                .output()
+                .expect("kubectl runs");
+            assert!(
+                out.status.success(),
+                "{}: `{command}` failed: {}",
+                page.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            ran += 1;
+        }
+    }
+    println!("{ran} kubectl lines run");
+    assert!(ran >= 10, "only {ran} kubectl get/explain lines found");
+    k.cleanup().await;
+}
