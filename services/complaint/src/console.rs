@@ -194,12 +194,15 @@ async fn services(
         let c = c.clone();
         let ctx = ctx.clone();
         async move {
+            let owned = OWNERS.iter().find(|(_, owner)| *owner == service);
             let Some(url) = url else {
                 return json!({
                     "service": service,
                     "url": null,
                     "state": "not configured",
                     "detail": "this complaint service was not told where it runs",
+                    "exchange": owned.map(|(e, _)| e),
+                    "deadLetters": null,
                 });
             };
             let ready = c
@@ -213,7 +216,6 @@ async fn services(
                 Answer::Json(s, body) => ("not ready", json!(format!("answered {s}: {body}"))),
                 Answer::Unreachable(why) => ("unreachable", json!(why)),
             };
-            let owned = OWNERS.iter().find(|(_, owner)| *owner == service);
             let dead_letters = match owned {
                 Some((exchange, _)) if state != "unreachable" => {
                     match c
@@ -230,7 +232,7 @@ async fn services(
             };
             json!({
                 "service": service,
-                "url": url,
+                "url": sagaflow_runtime::config::redact(url),
                 "state": state,
                 "detail": detail,
                 "exchange": owned.map(|(e, _)| e),

@@ -111,6 +111,13 @@ async fn services_that_are_not_configured_or_do_not_answer_are_named_not_guessed
             ("event-store".into(), "not configured".into()),
         ]
     );
+    // An owner not configured still names its exchange, so the console shows that DLQ as not
+    // available rather than leaving it out.
+    assert_eq!(body["services"][2]["exchange"], "audit.events", "{body}");
+    assert_eq!(
+        body["services"][1]["url"],
+        format!("http://127.0.0.1:{closed}")
+    );
     let (status, headers, body) = app.get("/api/console/dlq/notifications.events").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(headers.contains_key("retry-after"));
