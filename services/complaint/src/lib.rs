@@ -180,7 +180,21 @@ impl ComplaintService {
         let log: Arc<dyn EventLog> =
             Arc::new(sagaflow_runtime::event_log::group::GroupCommit::new(log));
         let app = Arc::new(ComplaintApp::new(log, views, metrics.clone()));
-        let caught = app.projector().catch_up().await?;
+        // Another replica may be projecting the same events at the same moment; a transient
+        // failure (a serialisation conflict, the database restarting) is retried, not fatal.
+        let started = std::time::Instant::now();
+        let mut delay = Duration::from_millis(100);
+        let caught = loop {
+            match app.projector().catch_up().await {
+                Ok(n) => break n,
+                Err(StoreError::Unavailable(e)) if started.elapsed() < Duration::from_secs(30) => {
+                    tracing::warn!(error = %e, "bringing the read model up to date; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e),
+            }
+        };
         tracing::info!(events = caught, "read model up to date");
         let mut tasks = Tasks::default();
         let projector = app.projector();

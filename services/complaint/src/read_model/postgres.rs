@@ -117,8 +117,13 @@ impl ComplaintViews for PgViews {
         checkpoint: u64,
     ) -> Result<(), StoreError> {
         let fail = unavailable("writing complaint views");
+        // Rows in one order (by id, then the checkpoint) in every replica's transaction: two
+        // replicas projecting the same events lock them in the same order instead of
+        // deadlocking.
+        let mut sorted: Vec<&(String, StoredProjection)> = projections.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
         let mut tx = self.pool.begin().await.map_err(&fail)?;
-        for (id, stored) in projections {
+        for (id, stored) in sorted {
             let Some(c) = stored.projection.state.complaint.as_ref() else {
                 continue;
             };
