@@ -3,6 +3,9 @@
 
 use serde_json::Value;
 
+#[path = "../../services/sagaflow/tests/support/markdown.rs"]
+mod markdown;
+
 fn crds() -> Vec<Value> {
     let text = sagaflow_operator::crd::yaml().expect("render");
     text.split("\n---\n")
@@ -154,17 +157,12 @@ fn the_operator_command_line_reference_is_what_help_prints() {
             String::from_utf8_lossy(&out.stdout).trim_end()
         ));
     }
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../docs/reference/operator-cli.md"
-    );
-    if std::env::var("UPDATE_DOCS").is_ok_and(|v| v == "1") {
-        std::fs::write(path, &text).expect("writing");
-        return;
-    }
-    let committed = std::fs::read_to_string(path).unwrap_or_default();
-    assert!(
-        committed == text,
-        "docs/reference/operator-cli.md differs from --help: run `UPDATE_DOCS=1 cargo test -p sagaflow-operator --test crds` and commit it"
+    markdown::generated(
+        std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/reference/operator-cli.md"
+        )),
+        &text,
+        "UPDATE_DOCS=1 cargo test -p sagaflow-operator --test crds",
     );
 }

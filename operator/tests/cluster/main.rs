@@ -7,6 +7,8 @@
 mod dashboard_checks;
 mod helm;
 mod helpers;
+#[path = "../../../services/sagaflow/tests/support/markdown.rs"]
+mod markdown;
 mod pipeline;
 mod rbac;
 mod saga;
@@ -98,28 +100,16 @@ async fn the_crds_apply_kubectl_explain_teaches_and_invalid_resources_are_refuse
 #[tokio::test]
 async fn the_kubectl_get_and_explain_lines_of_the_docs_work() {
     let k = Kube::new("docs", 9).await;
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let mut pages = vec![std::path::PathBuf::from(format!("{root}/README.md"))];
-    let mut dirs = vec![std::path::PathBuf::from(format!("{root}/docs"))];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).expect("docs/") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "md") {
-                pages.push(path);
-            }
-        }
-    }
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     let mut ran = 0;
-    for page in pages {
+    for page in markdown::pages(root) {
         let text = std::fs::read_to_string(&page).expect("page");
-        let mut in_sh = false;
-        for line in text.lines() {
-            if line.starts_with("```") {
-                in_sh = !in_sh && line.trim() == "```sh";
-                continue;
-            }
+        let sh: String = markdown::blocks(&text)
+            .into_iter()
+            .filter(|b| b.info == "sh")
+            .map(|b| b.code)
+            .collect();
+        for line in sh.lines() {
             let command = line.split(['|', '#']).next().unwrap_or("").trim();
             let words: Vec<&str> = command.split_whitespace().collect();
             // The first word that is neither a flag nor the value of `-n`.
@@ -130,7 +120,7 @@ async fn the_kubectl_get_and_explain_lines_of_the_docs_work() {
                 .find(|(i, w)| !w.starts_with('-') && words[i - 1] != "-n")
                 .map(|(_, w)| w);
             let read_only = matches!(verb, Some(&"get") | Some(&"explain"));
-            if !in_sh || words.first() != Some(&"kubectl") || !read_only || line.ends_with('\\') {
+            if words.first() != Some(&"kubectl") || !read_only || line.ends_with('\\') {
                 continue;
             }
             // The docs' placeholders: the namespace, the ComplaintSaga, a resource's name.

@@ -34,7 +34,7 @@ pub struct Peers {
 
 /// The exchanges whose dead letters the console shows, with the service that owns each.
 const OWNERS: [(&str, &str); 3] = [
-    ("complaints.events", "complaint-service"),
+    (crate::EXCHANGE, crate::SERVICE),
     ("notifications.events", "notification-service"),
     ("audit.events", "audit-service"),
 ];
@@ -42,7 +42,7 @@ const OWNERS: [(&str, &str); 3] = [
 impl Peers {
     fn all(&self) -> [(&'static str, Option<&str>); 4] {
         [
-            ("complaint-service", self.complaint.as_deref()),
+            (crate::SERVICE, self.complaint.as_deref()),
             ("notification-service", self.notification.as_deref()),
             ("audit-service", self.audit.as_deref()),
             ("event-store", self.event_store.as_deref()),
@@ -160,8 +160,21 @@ enum Answer {
 }
 
 impl Console {
-    async fn call(&self, method: Method, url: String, ctx: &RequestContext) -> Answer {
-        let mut request = self.client.request(method, &url);
+    /// `method` on `segments` under the peer at `base` (each segment percent-encoded).
+    async fn call(
+        &self,
+        method: Method,
+        base: &str,
+        segments: &[&str],
+        ctx: &RequestContext,
+    ) -> Answer {
+        let Some(url) = peer_url(base, segments) else {
+            return Answer::Unreachable(format!(
+                "{} is not an http(s) URL",
+                sagaflow_runtime::config::redact(base)
+            ));
+        };
+        let mut request = self.client.request(method, url);
         if let Ok(value) = HeaderValue::from_str(&ctx.correlation_id) {
             request = request.header(self.correlation_header.clone(), value);
         }
@@ -205,9 +218,7 @@ async fn services(
                     "deadLetters": null,
                 });
             };
-            let ready = c
-                .call(Method::GET, format!("{url}/health/ready"), &ctx)
-                .await;
+            let ready = c.call(Method::GET, url, &["health", "ready"], &ctx).await;
             let (state, detail) = match ready {
                 Answer::Json(s, _) if s.is_success() => ("ready", Value::Null),
                 Answer::Json(s, body) if s == StatusCode::SERVICE_UNAVAILABLE => {
@@ -219,7 +230,7 @@ async fn services(
             let dead_letters = match owned {
                 Some((exchange, _)) if state != "unreachable" => {
                     match c
-                        .call(Method::GET, format!("{url}/api/dlq/{exchange}"), &ctx)
+                        .call(Method::GET, url, &["api", "dlq", exchange], &ctx)
                         .await
                     {
                         Answer::Json(s, body) if s.is_success() => {
@@ -264,7 +275,7 @@ impl Console {
         &self,
         owner: &'static str,
         method: Method,
-        path: &str,
+        segments: &[&str],
         ctx: &RequestContext,
     ) -> Result<Response, ApiError> {
         let url = self.peers.url_of(owner).ok_or_else(|| {
@@ -272,7 +283,7 @@ impl Console {
                 "{owner} is not configured here (see NOTIFICATION_SERVICE_URL, AUDIT_SERVICE_URL and EVENT_STORE_SERVICE_URL)"
             ))
         })?;
-        match self.call(method, format!("{url}{path}"), ctx).await {
+        match self.call(method, url, segments, ctx).await {
             Answer::Json(status, body) => Ok((status, Json(body)).into_response()),
             Answer::Unreachable(why) => {
                 tracing::warn!(service = owner, error = %why, "a peer did not answer the console");
@@ -291,21 +302,19 @@ async fn audit_trail(
     Extension(ctx): Extension<RequestContext>,
     PathId(id): PathId,
 ) -> Result<Response, ApiError> {
-    let path = format!("/api/audit/trail/{}", url_path_segment(&id));
-    c.forward("audit-service", Method::GET, &path, &ctx).await
+    let segments = ["api", "audit", "trail", id.as_str()];
+    c.forward("audit-service", Method::GET, &segments, &ctx)
+        .await
 }
 
-/// `text` percent-encoded as one path segment.
-fn url_path_segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+/// `segments` appended to the peer's base URL, each percent-encoded as one path segment.
+fn peer_url(base: &str, segments: &[&str]) -> Option<reqwest::Url> {
+    let mut url = reqwest::Url::parse(base).ok()?;
+    url.path_segments_mut()
+        .ok()?
+        .pop_if_empty()
+        .extend(segments);
+    Some(url)
 }
 
 async fn dead_letters(
@@ -314,8 +323,8 @@ async fn dead_letters(
     PathId(exchange): PathId,
 ) -> Result<Response, ApiError> {
     let owner = owner_of(&exchange)?;
-    let path = format!("/api/dlq/{exchange}");
-    c.forward(owner, Method::GET, &path, &ctx).await
+    c.forward(owner, Method::GET, &["api", "dlq", &exchange], &ctx)
+        .await
 }
 
 async fn redrive(
@@ -324,8 +333,13 @@ async fn redrive(
     PathId(exchange): PathId,
 ) -> Result<Response, ApiError> {
     let owner = owner_of(&exchange)?;
-    let path = format!("/api/dlq/{exchange}/redrive");
-    c.forward(owner, Method::POST, &path, &ctx).await
+    c.forward(
+        owner,
+        Method::POST,
+        &["api", "dlq", &exchange, "redrive"],
+        &ctx,
+    )
+    .await
 }
 
 #[cfg(test)]
@@ -350,9 +364,18 @@ mod tests {
 
     #[test]
     fn path_segments_are_escaped() {
-        assert_eq!(url_path_segment("a-b_c.d~9"), "a-b_c.d~9");
-        assert_eq!(url_path_segment("a/b?c d"), "a%2Fb%3Fc%20d");
-        assert_eq!(url_path_segment("é"), "%C3%A9");
+        let url = |id: &str| {
+            peer_url("http://audit:3007", &["api", "audit", "trail", id]).map(String::from)
+        };
+        let base = "http://audit:3007/api/audit/trail/";
+        assert_eq!(url("a-b_c.d~9"), Some(format!("{base}a-b_c.d~9")));
+        assert_eq!(url("a/b?c d"), Some(format!("{base}a%2Fb%3Fc%20d")));
+        assert_eq!(url("é"), Some(format!("{base}%C3%A9")));
+        assert_eq!(
+            peer_url("http://n:3006/", &["health", "ready"]).map(String::from),
+            Some("http://n:3006/health/ready".into())
+        );
+        assert_eq!(peer_url("not a url", &["x"]), None);
     }
 
     #[test]

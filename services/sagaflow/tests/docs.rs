@@ -12,6 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "support/markdown.rs"]
+mod markdown;
+
+use markdown::{Block, blocks};
+
 const BIN: &str = env!("CARGO_BIN_EXE_sagaflow");
 
 fn root() -> PathBuf {
@@ -21,23 +26,17 @@ fn root() -> PathBuf {
         .expect("the repository")
 }
 
-/// README.md and every page under docs/ (runbooks included).
 fn pages() -> Vec<PathBuf> {
-    let root = root();
-    let mut out = vec![root.join("README.md")];
-    let mut dirs = vec![root.join("docs")];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).expect("docs/") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "md") {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    out
+    markdown::pages(&root())
+}
+
+/// Compares `file` (under docs/reference/) with `text`, or writes it with `UPDATE_DOCS=1`.
+fn generated(file: &str, text: &str) {
+    markdown::generated(
+        &root().join("docs/reference").join(file),
+        text,
+        "UPDATE_DOCS=1 cargo test -p sagaflow --test docs",
+    );
 }
 
 fn rel(path: &Path) -> String {
@@ -45,47 +44,6 @@ fn rel(path: &Path) -> String {
         .unwrap_or(path)
         .display()
         .to_string()
-}
-
-#[derive(Debug)]
-struct Block {
-    line: usize,
-    info: String,
-    code: String,
-    /// Why it is not run here, from `<!-- not run: … -->` on the line before.
-    not_run: Option<String>,
-}
-
-fn blocks(text: &str) -> Vec<Block> {
-    let mut out = Vec::new();
-    let lines: Vec<&str> = text.lines().collect();
-    let mut i = 0;
-    while i < lines.len() {
-        if let Some(info) = lines[i].strip_prefix("```") {
-            let start = i;
-            let mut code = String::new();
-            i += 1;
-            while i < lines.len() && !lines[i].starts_with("```") {
-                code.push_str(lines[i]);
-                code.push('\n');
-                i += 1;
-            }
-            let not_run = lines[..start]
-                .iter()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .and_then(|l| l.trim().strip_prefix("<!-- not run:"))
-                .map(|r| r.trim_end_matches("-->").trim().to_owned());
-            out.push(Block {
-                line: start + 1,
-                info: info.trim().to_owned(),
-                code,
-                not_run,
-            });
-        }
-        i += 1;
-    }
-    out
 }
 
 /// The anchors GitHub gives a page's headings.
@@ -420,26 +378,6 @@ fn the_shell_blocks_of_the_docs_work_against_the_all_in_one() {
 
 const GENERATED: &str = "Generated from the code by `services/sagaflow/tests/docs.rs`, which fails when this page \
 differs from what the code says; `UPDATE_DOCS=1 cargo test -p sagaflow --test docs` writes it again.";
-
-/// Compares `file` (under docs/reference/) with `text`, or writes it with `UPDATE_DOCS=1`.
-fn generated(file: &str, text: &str) {
-    let path = root().join("docs/reference").join(file);
-    if std::env::var("UPDATE_DOCS").is_ok_and(|v| v == "1") {
-        std::fs::write(&path, text).expect("writing the reference");
-        return;
-    }
-    let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    if committed != text {
-        let line = committed
-            .lines()
-            .zip(text.lines())
-            .position(|(a, b)| a != b)
-            .map_or_else(|| "its length".to_owned(), |n| format!("line {}", n + 1));
-        panic!(
-            "docs/reference/{file} differs from the code at {line}: run `UPDATE_DOCS=1 cargo test -p sagaflow --test docs` and commit it"
-        );
-    }
-}
 
 fn help(args: &[&str]) -> String {
     let out = Command::new(BIN).args(args).output().expect("sagaflow");

@@ -297,7 +297,7 @@ const scenarios = {
     for (const [where, hash] of [["the desk", "#/complaints"], ["the form", "#/new"], ["operations", "#/operations"], ["the complaint page", url.split("#")[1]]]) {
       await phone.goto(`${BASE}/#${hash.replace(/^#/, "")}`);
       await phone.locator("main h1").waitFor();
-      await phone.locator("[aria-busy]").waitFor({ state: "detached" }).catch(() => {});
+      await phone.locator("[aria-busy]").waitFor({ state: "detached" });
       await fits(phone, where);
     }
     const keys = await open(browser, { width: 1280, height: 860 });
