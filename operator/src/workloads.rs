@@ -361,6 +361,8 @@ pub fn workloads(
                         }),
                         spec: Some(PodSpec {
                             containers: vec![container],
+                            image_pull_secrets: (!spec.image_pull_secrets.is_empty())
+                                .then(|| spec.image_pull_secrets.clone()),
                             security_context: Some(PodSecurityContext {
                                 run_as_non_root: Some(true),
                                 run_as_user: Some(65532),
@@ -519,6 +521,30 @@ mod tests {
                 &["serve".to_owned(), w.kind.name.to_owned()]
             );
         }
+    }
+
+    #[test]
+    fn the_image_pull_secrets_reach_every_pod_and_none_means_none() {
+        let pull = |spec: &ComplaintSagaSpec| -> Vec<Option<Vec<String>>> {
+            workloads("demo", "ns", &owner(), spec, &pipeline())
+                .iter()
+                .map(|w| {
+                    let pod = w.deployment.spec.as_ref()?.template.spec.as_ref()?;
+                    Some(
+                        pod.image_pull_secrets
+                            .as_ref()?
+                            .iter()
+                            .map(|r| r.name.clone())
+                            .collect(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(pull(&saga()), vec![None; 4]);
+        let mut spec = saga();
+        spec.image_pull_secrets =
+            serde_json::from_value(serde_json::json!([{"name": "registry"}])).expect("references");
+        assert_eq!(pull(&spec), vec![Some(vec!["registry".to_owned()]); 4]);
     }
 
     #[test]

@@ -5,6 +5,8 @@ use serde_json::Value;
 
 #[path = "../../services/sagaflow/tests/support/markdown.rs"]
 mod markdown;
+#[path = "../../services/sagaflow/tests/support/repo.rs"]
+mod repo;
 
 fn crds() -> Vec<Value> {
     let text = sagaflow_operator::crd::yaml().expect("render");
@@ -158,10 +160,7 @@ fn the_operator_command_line_reference_is_what_help_prints() {
         ));
     }
     markdown::generated(
-        std::path::Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../docs/reference/operator-cli.md"
-        )),
+        &repo::root().join("docs/reference/operator-cli.md"),
         &text,
         "UPDATE_DOCS=1 cargo test -p sagaflow-operator --test crds",
     );

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::core::v1::{LocalObjectReference, ResourceRequirements};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,10 @@ pub struct ComplaintSagaSpec {
     /// The container image that holds the `sagaflow` binary.
     #[schemars(length(min = 1))]
     pub image: String,
+    /// Secrets (same namespace, type `kubernetes.io/dockerconfigjson`) the services' pods pull
+    /// `image` with, from a private registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
     /// Each service's replicas, resources and settings.
     #[serde(default)]
     pub services: Services,

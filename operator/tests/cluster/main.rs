@@ -11,6 +11,8 @@ mod helpers;
 mod markdown;
 mod pipeline;
 mod rbac;
+#[path = "../../../services/sagaflow/tests/support/repo.rs"]
+mod repo;
 mod saga;
 
 use helpers::*;
@@ -72,7 +74,8 @@ async fn the_crds_apply_kubectl_explain_teaches_and_invalid_resources_are_refuse
     );
 
     // examples/ is accepted as it is by the API server (schemas, CRDs, defaults).
-    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    let examples = repo::root().join("examples");
+    let examples = examples.to_str().expect("a UTF-8 path");
     let out = std::process::Command::new("kubectl")
         .args(["apply", "--dry-run=server", "-n", &k.ns, "-f", examples])
         .env("KUBECONFIG", kubeconfig())
@@ -100,7 +103,7 @@ async fn the_crds_apply_kubectl_explain_teaches_and_invalid_resources_are_refuse
 #[tokio::test]
 async fn the_kubectl_get_and_explain_lines_of_the_docs_work() {
     let k = Kube::new("docs", 9).await;
-    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let root = repo::root();
     let mut ran = 0;
     for page in markdown::pages(root) {
         let text = std::fs::read_to_string(&page).expect("page");

@@ -29,7 +29,8 @@ fn kubectl(args: &[&str]) -> (bool, String) {
 #[tokio::test]
 async fn the_operator_runs_on_the_least_privilege_rbac_of_its_manifest() {
     let k = Kube::new("rbac", 10).await;
-    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/operator.yaml");
+    let manifest = crate::repo::root().join("deploy/operator.yaml");
+    let manifest = manifest.to_str().expect("a UTF-8 path");
     let (ok, out) = kubectl(&["apply", "-f", manifest]);
     assert!(ok, "kubectl apply -f deploy/operator.yaml: {out}");
 

@@ -2,14 +2,15 @@
 //! (`fuzz/regressions/`) goes through the fuzz targets' own checks, on stable Rust, in the
 //! ordinary test suite. The fuzzing itself is `scripts/fuzz`.
 
+#[path = "../../sagaflow/tests/support/repo.rs"]
+mod repo;
+
 mod checks {
     include!("../../../fuzz/checks.rs");
 }
 
-use std::path::Path;
-
 fn replay(target: &str, check: fn(&[u8])) -> usize {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
+    let root = repo::root().join("fuzz");
     let mut n = 0;
     for dir in ["corpus", "regressions"] {
         let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {

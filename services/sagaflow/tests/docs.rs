@@ -14,16 +14,15 @@ use std::time::{Duration, Instant};
 
 #[path = "support/markdown.rs"]
 mod markdown;
+#[path = "support/repo.rs"]
+mod repo;
 
 use markdown::{Block, blocks};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sagaflow");
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("the repository")
+    repo::root().to_path_buf()
 }
 
 fn pages() -> Vec<PathBuf> {

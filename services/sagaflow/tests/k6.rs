@@ -30,7 +30,10 @@ use serde_json::Value;
 use helpers::eventually;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sagaflow");
-const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+#[path = "support/repo.rs"]
+mod repo;
+
+static ROOT: repo::RepoDir = repo::RepoDir::new("");
 /// A smoke run takes 10–20 s (setup and teardown included); a k6 that takes this long hangs.
 const K6_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -186,7 +189,7 @@ async fn k6(system: &System, script: &str) -> Value {
         .arg("--summary-export")
         .arg(&summary)
         .arg(&path)
-        .current_dir(ROOT)
+        .current_dir(ROOT.as_str())
         .env("K6_PROFILE", "smoke")
         // k6 sends nothing anywhere but to the system under test.
         .env("K6_NO_USAGE_REPORT", "true")

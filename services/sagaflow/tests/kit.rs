@@ -7,7 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+#[path = "support/repo.rs"]
+mod repo;
+
+static ROOT: repo::RepoDir = repo::RepoDir::new("");
 
 fn tool(var: &str, what: &str) -> String {
     std::env::var(var)
@@ -51,7 +54,7 @@ fn the_dockerfile_builds_the_binaries_this_workspace_makes_and_runs_them_as_the_
                 "scripts/kit-tools prints KIT_PYTHON=<path>",
             ),
         )
-        .current_dir(ROOT)
+        .current_dir(ROOT.as_str())
         .output()
         .expect("running scripts/check/dockerfile.sh");
     let text = passed("scripts/check/dockerfile.sh", &out);
@@ -78,7 +81,7 @@ fn the_tiltfile_runs_under_starlark_with_tilts_builtins_checked() {
                 "scripts/kube installs helm and prints HELM=<path>",
             ),
         )
-        .current_dir(ROOT)
+        .current_dir(ROOT.as_str())
         .output()
         .unwrap_or_else(|e| panic!("running {python}: {e}"));
     passed("scripts/check/tiltfile.py", &out);

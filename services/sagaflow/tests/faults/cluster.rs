@@ -57,7 +57,7 @@ impl Replica {
 
 /// Runs a shell command of the machine's own tools, failing the test if it fails.
 fn sh(what: &str, script: &str) {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let root = crate::repo::root();
     let out = Command::new("bash")
         .args(["-c", script])
         .current_dir(root)

@@ -9,6 +9,8 @@
 mod backends;
 mod cluster;
 mod history;
+#[path = "../support/repo.rs"]
+mod repo;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

@@ -31,7 +31,7 @@ async fn browse(sys: &System, scenario: &str) {
     let shots = std::env::var("TEST_CONSOLE_SCREENSHOTS")
         .map(PathBuf::from)
         .unwrap_or_else(|_| temp.path().to_owned());
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/console/console.mjs");
+    let script = crate::repo::root().join("services/sagaflow/tests/console/console.mjs");
     let run = tokio::process::Command::new(&node)
         .arg(&script)
         .arg(scenario)

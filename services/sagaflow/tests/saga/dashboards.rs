@@ -1,6 +1,7 @@
 //! The events-and-sagas dashboard (`grafana/sagaflow-events.json`): a valid dashboard model,
-//! every query parsed by promtool, and every metric it uses exposed by the services once a saga
-//! has run through them; and every dashboard of `grafana/` against Grafana's own schema.
+//! every query parsed by promtool, and every metric it and the alerts use exposed by the
+//! services once a saga has run through them; and every dashboard of `grafana/` against
+//! Grafana's own schema.
 
 use serde_json::json;
 
@@ -8,8 +9,8 @@ use crate::dashboard_checks as dashboards;
 use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_metric_the_dashboard_queries_is_exposed_after_a_saga() {
-    let d = dashboards::load(dashboards::ROOT, "sagaflow-events.json");
+async fn every_metric_the_dashboard_and_the_alerts_query_is_exposed_after_a_saga() {
+    let d = dashboards::load(dashboards::root(), "sagaflow-events.json");
     dashboards::check_structure(&d);
     let exprs = dashboards::exprs(&d);
     assert!(exprs.len() >= 10, "{} queries", exprs.len());
@@ -38,6 +39,28 @@ async fn every_metric_the_dashboard_queries_is_exposed_after_a_saga() {
             );
         }
     }
+    // The alerts too, but for the operator's (its own test) and Prometheus's or
+    // kube-state-metrics' series.
+    assert_eq!(
+        dashboards::selected(
+            r#"sum by (namespace, le) (rate(a_total{status="x"}[5m])) > 0.1 * b or absent(c) unless on (pod) up"#
+        ),
+        ["a_total", "b", "c", "up"].map(str::to_owned).into(),
+        "the metric finder"
+    );
+    for (alert, expr) in dashboards::alert_exprs(dashboards::root()) {
+        let used = dashboards::selected(&expr);
+        assert!(!used.is_empty(), "{alert}: no metric found in {expr}");
+        for m in used {
+            if dashboards::from_the_platform(&m) || m.starts_with("sagaflow_operator_") {
+                continue;
+            }
+            assert!(
+                exposed.contains(&dashboards::family(&m)),
+                "{alert} selects {m}, which no service exposes (exposed: {exposed:?})"
+            );
+        }
+    }
     s.stop().await;
 }
 
@@ -47,9 +70,9 @@ async fn every_metric_the_dashboard_queries_is_exposed_after_a_saga() {
 #[test]
 fn every_dashboard_is_what_grafanas_schema_describes() {
     for file in ["sagaflow-events.json", "sagaflow-operator.json"] {
-        dashboards::load(dashboards::ROOT, file);
+        dashboards::load(dashboards::root(), file);
     }
-    let out = dashboards::grafana_schema_check(dashboards::ROOT, &[]);
+    let out = dashboards::grafana_schema_check(dashboards::root(), &[]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -61,7 +84,7 @@ fn every_dashboard_is_what_grafanas_schema_describes() {
     }
 
     // A broken copy of the operator's dashboard (panel 1 is a stat, panel 2 a time series).
-    let mut d = dashboards::load(dashboards::ROOT, "sagaflow-operator.json");
+    let mut d = dashboards::load(dashboards::root(), "sagaflow-operator.json");
     d["style"] = json!("dark");
     d["templating"]["list"][1]["current"] = json!({});
     d["panels"][1]["gridPos"]["w"] = json!("6");
@@ -71,7 +94,7 @@ fn every_dashboard_is_what_grafanas_schema_describes() {
     let dir = tempfile::tempdir().expect("a directory");
     let path = dir.path().join("broken.json");
     std::fs::write(&path, d.to_string()).expect("writing the dashboard");
-    let out = dashboards::grafana_schema_check(dashboards::ROOT, &[path.as_path()]);
+    let out = dashboards::grafana_schema_check(dashboards::root(), &[path.as_path()]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         !out.status.success(),

@@ -9,6 +9,8 @@ mod helpers;
 mod backends;
 #[path = "../support/dashboards.rs"]
 mod dashboard_checks;
+#[path = "../support/repo.rs"]
+mod repo;
 
 mod compensation;
 mod console;

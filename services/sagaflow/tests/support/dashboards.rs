@@ -10,7 +10,12 @@ use std::process::Command;
 
 use serde_json::Value;
 
-pub const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+/// The repository, where `grafana/`, `charts/` and `scripts/check/` are.
+pub fn root() -> &'static str {
+    crate::repo::root()
+        .to_str()
+        .expect("the repository's path is UTF-8")
+}
 
 /// `grafana/<file>`, parsed; the chart's copy must be the same bytes.
 pub fn load(root: &str, file: &str) -> Value {
@@ -112,6 +117,120 @@ pub fn metrics(expr: &str) -> BTreeSet<String> {
         token.clear();
     }
     found
+}
+
+/// Every alert of `charts/sagaflow/rules/sagaflow.rules.yaml`, with its expression.
+pub fn alert_exprs(root: &str) -> Vec<(String, String)> {
+    let path = format!("{root}/charts/sagaflow/rules/sagaflow.rules.yaml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let file: Value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let alerts: Vec<(String, String)> = file["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+        .filter_map(|r| {
+            Some((
+                r["alert"].as_str()?.to_owned(),
+                r["expr"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    assert!(alerts.len() >= 10, "{} alerts in {path}", alerts.len());
+    alerts
+}
+
+/// The metric names an expression selects, with or without label matchers: every name outside
+/// strings, matchers `{…}`, ranges `[…]` and label lists (`by (…)`, `on (…)` …) that is not
+/// a function, an aggregation, a keyword or a number.
+pub fn selected(expr: &str) -> BTreeSet<String> {
+    const LISTS: [&str; 6] = [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ];
+    // Keywords, and the aggregations (which may come before their `by (…)`).
+    const WORDS: [&str; 20] = [
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "inf",
+        "nan",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "count",
+        "group",
+        "stddev",
+        "stdvar",
+        "topk",
+        "bottomk",
+        "quantile",
+        "count_values",
+        "limitk",
+    ];
+    let chars: Vec<char> = expr.chars().collect();
+    let mut found = BTreeSet::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '"' || c == '\'' {
+            i += 1;
+            while i < chars.len() && chars[i] != c {
+                i += if chars[i] == '\\' { 2 } else { 1 };
+            }
+            i += 1;
+        } else if c == '{' || c == '[' {
+            let close = if c == '{' { '}' } else { ']' };
+            while i < chars.len() && chars[i] != close {
+                i += 1;
+            }
+            i += 1;
+        } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
+            let start = i;
+            while i < chars.len()
+                && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
+            {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            let mut next = i;
+            while next < chars.len() && chars[next].is_whitespace() {
+                next += 1;
+            }
+            let call = chars.get(next) == Some(&'(');
+            if call && LISTS.contains(&word.as_str()) {
+                while i < chars.len() && chars[i] != ')' {
+                    i += 1;
+                }
+            } else if !call
+                && !WORDS.contains(&word.to_ascii_lowercase().as_str())
+                && !LISTS.contains(&word.as_str())
+            {
+                found.insert(word);
+            }
+        } else if c.is_ascii_digit() || c == '.' {
+            // A number, its exponent included (1e3).
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
+                i += 1;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    found
+}
+
+/// Whether a metric an alert selects comes from Prometheus itself (`up`) or from
+/// kube-state-metrics (`kube_*`) rather than from sagaflow.
+pub fn from_the_platform(metric: &str) -> bool {
+    metric == "up" || metric.starts_with("kube_")
 }
 
 /// The family a series name belongs to (a histogram's `_bucket`, `_count` and `_sum`).
