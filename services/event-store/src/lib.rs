@@ -156,6 +156,16 @@ impl EventStoreService {
         });
         let mut tasks = Tasks::default();
         for stream in STREAMS {
+            let log = streams.clone();
+            sagaflow_runtime::pipeline::watch_depth(
+                &mut tasks,
+                &metrics,
+                stream.to_owned(),
+                move || {
+                    let log = log.clone();
+                    async move { log.waiting(stream, EVENT_STORE_GROUP).await.ok() }
+                },
+            );
             tasks.spawn(
                 StreamConsumer {
                     streams: streams.clone(),

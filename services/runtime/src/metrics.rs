@@ -154,7 +154,7 @@ impl Metrics {
                 IntGaugeVec::new(
                     Opts::new(
                         "queue_depth",
-                        "Messages waiting in a queue this service consumes (ready, delayed or in flight)",
+                        "Messages waiting in a queue this service consumes (ready, delayed or in flight), or entries of a stream its group has not acknowledged",
                     ),
                     &["queue", "service"],
                 )?,

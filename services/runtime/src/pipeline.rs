@@ -157,24 +157,11 @@ impl Pipeline {
     }
 
     /// Keeps `queue_depth` of a consumed queue current: how far its consumer is behind.
-    /// While the broker cannot tell, the series is absent rather than stale.
     fn watch_queue(&self, tasks: &mut Tasks, queue: String, metrics: &Metrics) {
         let bus = self.bus.clone();
-        let (depth, service) = (metrics.queue_depth.clone(), metrics.service);
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                match bus.depth(&queue).await {
-                    Ok(n) => depth
-                        .with_label_values(&[queue.as_str(), service])
-                        .set(i64::try_from(n).unwrap_or(i64::MAX)),
-                    Err(_) => {
-                        let _ = depth.remove_label_values(&[queue.as_str(), service]);
-                    }
-                }
-            }
+        watch_depth(tasks, metrics, queue.clone(), move || {
+            let (bus, queue) = (bus.clone(), queue.clone());
+            async move { bus.depth(&queue).await.ok() }
         });
     }
 
@@ -194,4 +181,30 @@ impl Pipeline {
             }
         });
     }
+}
+
+/// Keeps `queue_depth{queue}` of this service current every 5 s with what `depth` reads: how
+/// far its consumer of that queue, or stream, is behind. While the backend cannot tell
+/// (`None`), the series is absent rather than stale.
+pub fn watch_depth<F, Fut>(tasks: &mut Tasks, metrics: &Metrics, queue: String, depth: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Option<u64>> + Send,
+{
+    let (gauge, service) = (metrics.queue_depth.clone(), metrics.service);
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match depth().await {
+                Some(n) => gauge
+                    .with_label_values(&[queue.as_str(), service])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX)),
+                None => {
+                    let _ = gauge.remove_label_values(&[queue.as_str(), service]);
+                }
+            }
+        }
+    });
 }

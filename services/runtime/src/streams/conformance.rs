@@ -94,6 +94,39 @@ pub async fn entries_stay_pending_until_acked(log: Arc<dyn StreamLog>) {
     assert_eq!(log.pending(S, "g").await.expect("pending"), 1);
 }
 
+pub async fn waiting_counts_what_the_group_has_not_yet_acked(log: Arc<dyn StreamLog>) {
+    log.create_group(S, "g", GroupStart::Beginning)
+        .await
+        .expect("group");
+    assert_eq!(log.waiting(S, "g").await.expect("waiting"), 0);
+    for i in 0..3 {
+        log.append(S, &fields(i), None).await.expect("append");
+    }
+    assert_eq!(
+        log.waiting(S, "g").await.expect("waiting"),
+        3,
+        "undelivered"
+    );
+    let got = log.read_group(S, "g", "c", 2, NOW).await.expect("read");
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        log.waiting(S, "g").await.expect("waiting"),
+        3,
+        "two pending and one undelivered"
+    );
+    log.ack(S, "g", &[got[0].id.clone(), got[1].id.clone()])
+        .await
+        .expect("ack");
+    assert_eq!(log.waiting(S, "g").await.expect("waiting"), 1);
+    assert!(
+        matches!(
+            log.waiting(S, "nobody").await,
+            Err(StreamError::NoGroup { .. })
+        ),
+        "an unknown group is named"
+    );
+}
+
 pub async fn entries_of_a_dead_consumer_are_reclaimed(log: Arc<dyn StreamLog>) {
     log.create_group(S, "g", GroupStart::Beginning)
         .await
@@ -230,6 +263,7 @@ macro_rules! streams_conformance {
             ids_increase_and_any_position_can_be_read,
             a_group_hands_each_entry_to_one_consumer_and_each_group_gets_all,
             entries_stay_pending_until_acked,
+            waiting_counts_what_the_group_has_not_yet_acked,
             entries_of_a_dead_consumer_are_reclaimed,
             a_restarted_consumer_gets_its_own_pending_entries_back,
             a_group_started_at_the_end_skips_what_is_there,

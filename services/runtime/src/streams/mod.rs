@@ -117,6 +117,10 @@ pub trait StreamLog: Send + Sync + 'static {
     /// Entries pending in the group.
     async fn pending(&self, stream: &str, group: &str) -> Result<u64, StreamError>;
 
+    /// How far the group is behind: entries not yet delivered to it plus those delivered and
+    /// not acknowledged (pending). An error when the log cannot tell.
+    async fn waiting(&self, stream: &str, group: &str) -> Result<u64, StreamError>;
+
     async fn len(&self, stream: &str) -> Result<u64, StreamError>;
 
     async fn ping(&self) -> Result<(), StreamError>;

@@ -448,6 +448,30 @@ impl StreamLog for SqliteStreams {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    async fn waiting(&self, stream: &str, group: &str) -> Result<u64, StreamError> {
+        let mut conn = self
+            .db
+            .reader
+            .acquire()
+            .await
+            .map_err(unavailable("opening the stream log"))?;
+        let (ms, seq) = self.group_position(&mut conn, stream, group).await?;
+        let undelivered: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM entries WHERE stream = ? AND (ms, seq) > (?, ?)",
+        )
+        .bind(stream)
+        .bind(ms)
+        .bind(seq)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(unavailable("counting undelivered entries"))?;
+        drop(conn);
+        let pending = self.pending(stream, group).await?;
+        Ok(u64::try_from(undelivered)
+            .unwrap_or(0)
+            .saturating_add(pending))
+    }
+
     async fn len(&self, stream: &str) -> Result<u64, StreamError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM entries WHERE stream = ?")
             .bind(stream)

@@ -183,5 +183,19 @@ async fn a_complaint_saga_runs_end_to_end() {
             "no {family} with {labels:?} on /metrics:\n{exposed}"
         );
     }
+    // The event store's lag on each stream it reads, beside the queues' (0 once it has
+    // archived everything).
+    eventually("the event store's lag on both streams", || async {
+        let text = sys.metrics_of(&sys.event_store).await;
+        ["complaints-stream", "notifications-stream"]
+            .iter()
+            .all(|s| {
+                text.contains(&format!(
+                    "queue_depth{{queue=\"{s}\",service=\"event-store\"}} 0"
+                ))
+            })
+            .then_some(())
+    })
+    .await;
     sys.stop().await;
 }
