@@ -8,7 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::streams::{
-    StreamAutoClaimReply, StreamId, StreamPendingReply, StreamRangeReply, StreamReadReply,
+    StreamAutoClaimReply, StreamId, StreamInfoGroupsReply, StreamPendingReply, StreamRangeReply,
+    StreamReadReply,
 };
 
 use super::{Entry, GroupStart, StreamError, StreamLog, parse_id};
@@ -313,31 +314,24 @@ impl StreamLog for RedisStreams {
     async fn waiting(&self, stream: &str, group: &str) -> Result<u64, StreamError> {
         // XINFO GROUPS: each group's `pending` and `lag` (Redis 7: entries not yet delivered;
         // nil when Redis cannot tell, after entries were deleted from the middle).
-        let groups: Vec<BTreeMap<String, redis::Value>> = redis::cmd("XINFO")
+        let reply: StreamInfoGroupsReply = redis::cmd("XINFO")
             .arg("GROUPS")
             .arg(self.key(stream))
             .query_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        let info = groups
+        let info = reply
+            .groups
             .iter()
-            .find(|g| {
-                g.get("name")
-                    .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
-                    .is_some_and(|n| n == group)
-            })
+            .find(|g| g.name == group)
             .ok_or_else(|| StreamError::NoGroup {
                 stream: stream.into(),
                 group: group.into(),
             })?;
-        let count = |field: &str| {
-            info.get(field)
-                .and_then(|v| redis::from_redis_value::<u64>(v.clone()).ok())
-                .ok_or_else(|| {
-                    StreamError::Unavailable(format!("{stream}'s group {group} has no {field}"))
-                })
-        };
-        Ok(count("lag")?.saturating_add(count("pending")?))
+        let lag = info.lag.ok_or_else(|| {
+            StreamError::Unavailable(format!("Redis cannot tell {stream}'s lag for {group}"))
+        })?;
+        Ok((lag as u64).saturating_add(info.pending as u64))
     }
 
     async fn len(&self, stream: &str) -> Result<u64, StreamError> {

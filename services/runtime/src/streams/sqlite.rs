@@ -449,27 +449,23 @@ impl StreamLog for SqliteStreams {
     }
 
     async fn waiting(&self, stream: &str, group: &str) -> Result<u64, StreamError> {
-        let mut conn = self
-            .db
-            .reader
-            .acquire()
-            .await
-            .map_err(unavailable("opening the stream log"))?;
-        let (ms, seq) = self.group_position(&mut conn, stream, group).await?;
-        let undelivered: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM entries WHERE stream = ? AND (ms, seq) > (?, ?)",
+        // After the group's position, plus delivered and not acked; no row: no such group.
+        let n: Option<i64> = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM entries e WHERE e.stream = g.stream \
+                       AND (e.ms, e.seq) > (g.last_ms, g.last_seq)) \
+                  + (SELECT COUNT(*) FROM pending p WHERE p.stream = g.stream AND p.grp = g.grp) \
+             FROM groups g WHERE g.stream = ? AND g.grp = ?",
         )
         .bind(stream)
-        .bind(ms)
-        .bind(seq)
-        .fetch_one(&mut *conn)
+        .bind(group)
+        .fetch_optional(&self.db.reader)
         .await
-        .map_err(unavailable("counting undelivered entries"))?;
-        drop(conn);
-        let pending = self.pending(stream, group).await?;
-        Ok(u64::try_from(undelivered)
-            .unwrap_or(0)
-            .saturating_add(pending))
+        .map_err(unavailable("counting what a group has not acked"))?;
+        n.map(|n| u64::try_from(n).unwrap_or(0))
+            .ok_or_else(|| StreamError::NoGroup {
+                stream: stream.into(),
+                group: group.into(),
+            })
     }
 
     async fn len(&self, stream: &str) -> Result<u64, StreamError> {
