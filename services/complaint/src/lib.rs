@@ -176,9 +176,14 @@ impl ComplaintService {
                 )
             }
         };
-        // Commands that arrive together share one commit (group commit: same durability).
-        let log: Arc<dyn EventLog> =
-            Arc::new(sagaflow_runtime::event_log::group::GroupCommit::new(log));
+        // Commands that arrive together share one commit (group commit: same durability). The
+        // embedded log's writer thread groups every write of its file already.
+        let log: Arc<dyn EventLog> = match &stores {
+            Stores::Postgres(..) => {
+                Arc::new(sagaflow_runtime::event_log::group::GroupCommit::new(log))
+            }
+            Stores::Sqlite(..) => log,
+        };
         let app = Arc::new(ComplaintApp::new(log, views, metrics.clone()));
         // Another replica may be projecting the same events at the same moment; a transient
         // failure (a serialisation conflict, the database restarting) is retried, not fatal.

@@ -29,27 +29,47 @@ const CLAIM_MARGIN: Duration = Duration::from_secs(30);
 /// between the relay's acceptance and its record sends again (under the same Message-ID).
 pub const BATCH: usize = 16;
 
+/// Batches sent at once: while one batch's mails are being written or handed to the relay,
+/// the next is claimed and sent. Each batch is claimed, sent and recorded as a whole.
+pub const IN_FLIGHT: usize = 4;
+
 impl Sender {
     pub async fn run(self: Arc<Self>, tick: Duration) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
         loop {
             let woken = self.wake.notified();
-            match self.send_due().await {
-                Ok(0) => {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            match self.store.due(BATCH).await {
+                Ok(due) if due.is_empty() => {
+                    drop(slot);
                     let _ = tokio::time::timeout(tick, woken).await;
                 }
-                Ok(_) => {}
+                Ok(due) => {
+                    let sender = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = sender.send(due).await {
+                            tracing::warn!(error = %e, "sending mails");
+                        }
+                        drop(slot);
+                    });
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "sending mails");
+                    drop(slot);
+                    tracing::warn!(error = %e, "claiming due mails");
                     tokio::time::sleep(tick.max(Duration::from_millis(500))).await;
                 }
             }
         }
     }
 
-    /// Sends what is due now, a few mails at a time, and records the sent ones in one commit;
+    /// Sends a claimed batch, a few mails at a time, and records the sent ones in one commit;
     /// returns how many mails it tried.
-    pub async fn send_due(&self) -> Result<usize, sagaflow_runtime::event_log::StoreError> {
-        let mut due = self.store.due(BATCH).await?;
+    async fn send(
+        &self,
+        mut due: Vec<Due>,
+    ) -> Result<usize, sagaflow_runtime::event_log::StoreError> {
         let claimed = std::time::Instant::now();
         // A span per mail, in the trace of the event that planned it; the mail's outcome
         // event continues from it.

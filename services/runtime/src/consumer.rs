@@ -361,6 +361,9 @@ impl StreamConsumer {
                 Ok(_) => failures = 0,
                 Err(e) => {
                     failures = failures.saturating_add(1);
+                    // The group is made again after any failure (a Redis that lost the stream
+                    // lost its group too), not on every poll.
+                    recovered = false;
                     let pause = Duration::from_millis(100u64.saturating_mul(1 << failures.min(8)))
                         .min(RECONNECT_CAP);
                     tracing::warn!(stream = %self.stream, error = %e, "reading the stream; retrying");
@@ -396,11 +399,9 @@ impl StreamConsumer {
         }
     }
 
-    /// Takes over idle entries, reads new ones (waiting up to a second), handles them.
+    /// Takes over idle entries, reads new ones (waiting up to a second), handles them. The
+    /// group exists ([`Self::recover`] made it).
     pub async fn poll(&self) -> Result<usize, crate::streams::StreamError> {
-        self.streams
-            .create_group(&self.stream, &self.group, GroupStart::Beginning)
-            .await?;
         let mut entries = self
             .streams
             .claim_idle(&self.stream, &self.group, &self.consumer, self.min_idle, 64)

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use sagaflow_domain::{AggregateType, Envelope};
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 
 use crate::event_log::{OutboxRow, StoreError};
 use crate::sqlite::Db;
@@ -30,61 +30,52 @@ CREATE TABLE IF NOT EXISTS own_streams (
 "#;
 
 /// Records a new event of a stream this service writes on its own (a complaint's notification
-/// or audit stream): the stream's next version, and its outbox row, inside the caller's
-/// transaction.
-pub async fn record(
-    tx: &mut SqliteConnection,
+/// or audit stream): the stream's next version, and its outbox row, inside the writer's
+/// transaction ([`crate::sqlite::writer`]).
+pub fn record(
+    conn: &rusqlite::Connection,
     stream: &str,
     payload: &sagaflow_domain::Payload,
     ctx: &sagaflow_domain::Context,
-) -> Result<Envelope, sqlx::Error> {
-    let last: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(MAX(version), 0) FROM own_streams WHERE aggregate_id = ?",
-    )
-    .bind(stream)
-    .fetch_one(&mut *tx)
-    .await?;
-    let version = u64::try_from(last).unwrap_or(0) + 1;
-    sqlx::query(
-        "INSERT INTO own_streams (aggregate_id, version) VALUES (?, ?) \
-         ON CONFLICT (aggregate_id) DO UPDATE SET version = excluded.version",
-    )
-    .bind(stream)
-    .bind(i64::try_from(version).unwrap_or(i64::MAX))
-    .execute(&mut *tx)
-    .await?;
+) -> Result<Envelope, rusqlite::Error> {
+    let version: i64 = conn
+        .prepare_cached(
+            "INSERT INTO own_streams (aggregate_id, version) VALUES (?1, 1) \
+             ON CONFLICT (aggregate_id) DO UPDATE SET version = version + 1 RETURNING version",
+        )?
+        .query_row([stream], |r| r.get(0))?;
     let event = Envelope::new(
         uuid::Uuid::new_v4().to_string(),
         stream,
-        version,
+        u64::try_from(version).unwrap_or(1),
         payload,
         ctx,
     );
-    write(tx, &event, &event.to_stored_json()).await?;
+    write(conn, &event, &event.to_stored_json())?;
     Ok(event)
 }
 
-/// Writes the outbox row of `event` inside the caller's transaction.
-pub async fn write(
-    tx: &mut SqliteConnection,
+/// Writes the outbox row of `event` inside the writer's transaction.
+pub fn write(
+    conn: &rusqlite::Connection,
     event: &Envelope,
     payload: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), rusqlite::Error> {
     let aggregate = event.aggregate().unwrap_or(AggregateType::Complaint);
-    sqlx::query(
+    conn.prepare_cached(
         "INSERT INTO outbox (event_id, aggregate_id, correlation_id, event_type, exchange, routing_key, stream, payload) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&event.event_id)
-    .bind(&event.aggregate_id)
-    .bind(&event.metadata.correlation_id)
-    .bind(&event.event_type)
-    .bind(aggregate.exchange())
-    .bind(event.routing_key())
-    .bind(aggregate.stream())
-    .bind(payload)
-    .execute(&mut *tx)
-    .await?;
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(rusqlite::params![
+        event.event_id,
+        event.aggregate_id,
+        event.metadata.correlation_id,
+        event.event_type,
+        aggregate.exchange(),
+        event.routing_key(),
+        aggregate.stream(),
+        payload,
+    ])?;
     Ok(())
 }
 
@@ -149,24 +140,29 @@ pub async fn pending(pool: &sqlx::SqlitePool, limit: usize) -> Result<Vec<Outbox
 #[async_trait]
 impl Outbox for SqliteOutbox {
     async fn pending(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
-        // The writer sees every commit at once; the relay runs right after one.
-        pending(&self.db.writer, limit).await
+        // A reader sees every commit once it returned (WAL); the writer stays free for the
+        // commands and consumers that share this file.
+        pending(&self.db.reader, limit).await
     }
 
     async fn mark_published(&self, ids: &[u64]) -> Result<(), StoreError> {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE outbox SET published_at = ");
-        q.push_bind(chrono::Utc::now().timestamp_millis())
-            .push(" WHERE id IN (");
-        let mut list = q.separated(", ");
-        for id in ids {
-            list.push_bind(i64::try_from(*id).unwrap_or(i64::MAX));
-        }
-        q.push(")");
-        q.build()
-            .execute(&self.db.writer)
+        let ids: Vec<i64> = ids
+            .iter()
+            .map(|id| i64::try_from(*id).unwrap_or(i64::MAX))
+            .collect();
+        self.db
+            .jobs
+            .run(move |conn| {
+                let now = chrono::Utc::now().timestamp_millis();
+                let mut mark =
+                    conn.prepare_cached("UPDATE outbox SET published_at = ?1 WHERE id = ?2")?;
+                for id in ids {
+                    mark.execute([now, id])?;
+                }
+                Ok::<_, crate::sqlite::writer::WriteError>(())
+            })
             .await
-            .map_err(unavailable("marking the outbox"))?;
-        Ok(())
+            .map_err(|e| StoreError::Unavailable(format!("marking the outbox: {e}")))
     }
 
     async fn backlog(&self) -> Result<u64, StoreError> {

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+/// How long a pooled connection may sit idle before it is pinged on its next use.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
+
 /// A numbered migration.
 pub type Migration = (i64, &'static str);
 
@@ -33,8 +36,20 @@ pub async fn open(
         <sqlx::PgConnection as sqlx::Connection>::connect_with(&options).await?,
     )
     .await?;
+    // A connection that sat idle may have been cut (a server restart, a proxy's timeout):
+    // ping it before use. One in steady use is not pinged: a round trip per acquire would cost
+    // as much as the statement it serves.
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > IDLE_BEFORE_PING {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options)
         .await?;

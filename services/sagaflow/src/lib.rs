@@ -80,6 +80,8 @@ pub struct Config {
     /// `NOTIFICATION_SERVICE_URL`, `AUDIT_SERVICE_URL`, `EVENT_STORE_SERVICE_URL`: where the
     /// console (on the complaint service) reaches the services that do not run in this process.
     pub peers: sagaflow_complaint::console::Peers,
+    /// Benchmarking only: record commands without relaying the outbox (`--relays-paused`).
+    pub relays_paused: bool,
 }
 
 impl Config {
@@ -109,6 +111,7 @@ impl Config {
             mailer: None,
             only: None,
             peers: Default::default(),
+            relays_paused: false,
         }
     }
 
@@ -251,6 +254,7 @@ impl AllInOne {
             }
         };
         pipeline.stream_max_len = Some(config.stream_max_len);
+        pipeline.relays_paused = config.relays_paused;
         let storage = match &config.database {
             Some(DatabaseUrl::Sqlite(url)) => Storage::SqliteUrl(url.clone()),
             Some(DatabaseUrl::Postgres(url)) => Storage::Postgres(url.clone()),

@@ -43,6 +43,11 @@ enum Commands {
         /// The event store's port.
         #[arg(long, default_value_t = 3008)]
         event_store_port: u16,
+        /// Benchmarking only: commands are recorded but no relay publishes the outbox, so that
+        /// `sagaflow bench` can measure the command path alone. Nothing is lost: the next start
+        /// without it relays what accumulated.
+        #[arg(long, hide = true)]
+        relays_paused: bool,
     },
     /// Run one service; PORT sets its port, and RABBITMQ_URL with REDIS_URL its pipeline (the
     /// embedded one under SAGAFLOW_DATA_DIR without them).
@@ -203,8 +208,10 @@ fn plan(
             notification_port,
             audit_port,
             event_store_port,
+            relays_paused,
         } => {
             let mut cfg = Config::new(data_dir.clone().unwrap_or_else(env_dir));
+            cfg.relays_paused = *relays_paused;
             cfg.host = *host;
             cfg.ports = Ports {
                 complaint: *complaint_port,

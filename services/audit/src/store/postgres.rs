@@ -155,14 +155,12 @@ impl AuditLog for PgAudit {
         Ok(recorded)
     }
 
-    /// One transaction for the batch, each event in its own savepoint.
+    /// One transaction for the batch (see `in_savepoints!`: one refused event leaves the others in).
     async fn record_all(&self, events: &[Envelope]) -> Vec<Result<Recorded, StoreError>> {
-        let done = match self.pool.begin().await {
-            Ok(tx) => {
-                sagaflow_runtime::in_savepoints!(tx, events, |conn, event| record_in(conn, event))
-            }
-            Err(e) => Err(e),
-        };
+        let done =
+            sagaflow_runtime::in_savepoints!(begin = self.pool.begin(), events, |conn, event| {
+                record_in(conn, event)
+            });
         done.unwrap_or_else(|e| {
             sagaflow_runtime::event_log::failed_all(
                 events.len(),

@@ -9,6 +9,7 @@ use sagaflow_runtime::event_log::StoreError;
 use sagaflow_runtime::inbox::{self, Claim};
 use sagaflow_runtime::outbox::SqliteOutbox;
 use sagaflow_runtime::sqlite::Db;
+use sagaflow_runtime::sqlite::writer::{self, WriteError, rusqlite};
 use serde_json::{Value, json};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
@@ -93,60 +94,52 @@ impl SqliteAudit {
     }
 }
 
-/// Records one event inside `tx` (with its inbox claim and any compensation it carries).
-async fn record_in(
-    tx: &mut sqlx::SqliteConnection,
-    event: &Envelope,
-) -> Result<Recorded, StoreError> {
-    let fail = unavailable("recording an audit entry");
-    match inbox::claim(&mut *tx, event).await.map_err(&fail)? {
+/// Records one event inside the writer's transaction (with its inbox claim and any
+/// compensation it carries).
+fn record_in(conn: &rusqlite::Connection, event: &Envelope) -> Result<Recorded, StoreError> {
+    let fail =
+        |e: rusqlite::Error| StoreError::Unavailable(format!("recording an audit entry: {e}"));
+    match inbox::claim(conn, event).map_err(fail)? {
         Claim::Duplicate => return Ok(Recorded::Duplicate),
         Claim::TooEarly { expected } => return Ok(Recorded::TooEarly { expected }),
         Claim::New => {}
     }
     let (complaint_id, trigger) = super::links(event);
-    sqlx::query(
+    conn.prepare_cached(
         "INSERT INTO entries (event_id, event_type, aggregate_id, aggregate_type, complaint_id, trigger_event_id, version, \
-         correlation_id, user_id, timestamp, recorded_at, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         correlation_id, user_id, timestamp, recorded_at, envelope) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )
-    .bind(&event.event_id)
-    .bind(&event.event_type)
-    .bind(&event.aggregate_id)
-    .bind(&event.aggregate_type)
-    .bind(&complaint_id)
-    .bind(&trigger)
-    .bind(i64::try_from(event.metadata.version).unwrap_or(i64::MAX))
-    .bind(&event.metadata.correlation_id)
-    .bind(&event.metadata.user_id)
-    .bind(event.metadata.timestamp.timestamp_millis())
-    .bind(Utc::now().timestamp_millis())
-    .bind(event.to_json())
-    .execute(&mut *tx)
-    .await
-    .map_err(&fail)?;
+    .and_then(|mut q| {
+        q.execute(rusqlite::params![
+            event.event_id,
+            event.event_type,
+            event.aggregate_id,
+            event.aggregate_type,
+            complaint_id,
+            trigger,
+            i64::try_from(event.metadata.version).unwrap_or(i64::MAX),
+            event.metadata.correlation_id,
+            event.metadata.user_id,
+            event.metadata.timestamp.timestamp_millis(),
+            Utc::now().timestamp_millis(),
+            event.to_json(),
+        ])
+    })
+    .map_err(fail)?;
 
     let mut compensation = None;
     if let Some((ids, stream, data, ctx)) = super::compensation(event) {
         // The undone steps' entries, and the notifications they caused.
-        let mut q: QueryBuilder<Sqlite> =
-            QueryBuilder::new("UPDATE entries SET compensated = 1, compensated_by = ");
-        q.push_bind(event.event_id.clone())
-            .push(" WHERE event_id IN (");
-        let mut list = q.separated(", ");
+        let mut mark = conn
+            .prepare_cached(
+                "UPDATE entries SET compensated = 1, compensated_by = ?1 \
+                 WHERE event_id = ?2 OR trigger_event_id = ?2",
+            )
+            .map_err(fail)?;
         for id in &ids {
-            list.push_bind(id.clone());
+            mark.execute([&event.event_id, id]).map_err(fail)?;
         }
-        q.push(") OR trigger_event_id IN (");
-        let mut list = q.separated(", ");
-        for id in &ids {
-            list.push_bind(id.clone());
-        }
-        q.push(")");
-        q.build().execute(&mut *tx).await.map_err(&fail)?;
-
-        let out = sagaflow_runtime::outbox::record(&mut *tx, &stream, &data, &ctx)
-            .await
-            .map_err(&fail)?;
+        let out = sagaflow_runtime::outbox::record(conn, &stream, &data, &ctx).map_err(fail)?;
         compensation = Some(Box::new(out));
     }
     Ok(Recorded::New { compensation })
@@ -155,27 +148,37 @@ async fn record_in(
 #[async_trait]
 impl AuditLog for SqliteAudit {
     async fn record(&self, event: &Envelope) -> Result<Recorded, StoreError> {
-        let fail = unavailable("recording an audit entry");
-        let mut tx = self.db.writer.begin().await.map_err(&fail)?;
-        let recorded = record_in(&mut tx, event).await?;
-        tx.commit().await.map_err(&fail)?;
-        Ok(recorded)
+        self.record_all(std::slice::from_ref(event))
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Unavailable("no answer to a record".into())))
     }
 
-    /// One transaction for the batch, each event in its own savepoint.
+    /// One job of the writer's next transaction for the batch, each event in its own
+    /// savepoint (one refused leaves the others in).
     async fn record_all(&self, events: &[Envelope]) -> Vec<Result<Recorded, StoreError>> {
-        let done = match self.db.writer.begin().await {
-            Ok(tx) => {
-                sagaflow_runtime::in_savepoints!(tx, events, |conn, event| record_in(conn, event))
-            }
-            Err(e) => Err(e),
-        };
-        done.unwrap_or_else(|e| {
-            sagaflow_runtime::event_log::failed_all(
-                events.len(),
-                &unavailable("recording audit entries")(e),
-            )
-        })
+        let events = events.to_vec();
+        let n = events.len();
+        self.db
+            .jobs
+            .run(move |conn| {
+                let mut results = Vec::with_capacity(events.len());
+                for event in &events {
+                    results.push(writer::savepoint(
+                        conn,
+                        |conn| record_in(conn, event),
+                        Result::is_ok,
+                    )?);
+                }
+                Ok::<_, WriteError>(results)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                sagaflow_runtime::event_log::failed_all(
+                    n,
+                    &StoreError::Unavailable(format!("recording audit entries: {e}")),
+                )
+            })
     }
 
     async fn trail(&self, aggregate_id: &str) -> Result<Vec<Value>, StoreError> {

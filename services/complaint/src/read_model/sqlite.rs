@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use sagaflow_domain::{ComplaintProjection, ComplaintView};
 use sagaflow_runtime::event_log::StoreError;
 use sagaflow_runtime::sqlite::Db;
+use sagaflow_runtime::sqlite::writer::{WriteError, rusqlite};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{ComplaintViews, Cursor, ListFilter, Page, StoredProjection};
@@ -139,7 +140,7 @@ impl ComplaintViews for SqliteViews {
         let position: Option<i64> =
             sqlx::query_scalar("SELECT position FROM projection_checkpoint WHERE name = ?")
                 .bind(CHECKPOINT)
-                .fetch_optional(&self.db.writer)
+                .fetch_optional(&self.db.reader)
                 .await
                 .map_err(unavailable("reading the projection checkpoint"))?;
         Ok(position.map_or(0, u64_of))
@@ -157,7 +158,7 @@ impl ComplaintViews for SqliteViews {
             q.push(")");
             let rows = q
                 .build()
-                .fetch_all(&self.db.writer)
+                .fetch_all(&self.db.reader)
                 .await
                 .map_err(unavailable("loading complaint views"))?;
             for row in rows {
@@ -180,52 +181,52 @@ impl ComplaintViews for SqliteViews {
         projections: &[(String, StoredProjection)],
         checkpoint: u64,
     ) -> Result<(), StoreError> {
-        let mut tx = self
-            .db
-            .writer
-            .begin()
-            .await
-            .map_err(unavailable("beginning a view update"))?;
+        let mut rows = Vec::with_capacity(projections.len());
         for (id, stored) in projections {
             let Some(c) = stored.projection.state.complaint.as_ref() else {
                 continue;
             };
             let json = serde_json::to_string(&stored.projection)
                 .map_err(|e| StoreError::Corrupt(format!("serialising a view: {e}")))?;
-            sqlx::query(
-                "INSERT INTO complaint_views (id, seq, user_id, status, priority, category, assigned_to, version, created_ms, escalated, projection) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (id) DO UPDATE SET status = excluded.status, priority = excluded.priority, \
-                 category = excluded.category, assigned_to = excluded.assigned_to, version = excluded.version, \
-                 escalated = excluded.escalated, projection = excluded.projection",
-            )
-            .bind(id)
-            .bind(i64_of(stored.seq))
-            .bind(&c.user_id)
-            .bind(c.status.as_str())
-            .bind(c.priority.as_str())
-            .bind(&c.category)
-            .bind(&c.assigned_to)
-            .bind(i64_of(stored.projection.state.version))
-            .bind(c.created_at.timestamp_millis())
-            .bind(i64::from(c.escalated_at.is_some()))
-            .bind(json)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable("writing a complaint view"))?;
+            rows.push((
+                id.clone(),
+                i64_of(stored.seq),
+                c.user_id.clone(),
+                c.status.as_str(),
+                c.priority.as_str(),
+                c.category.clone(),
+                c.assigned_to.clone(),
+                i64_of(stored.projection.state.version),
+                c.created_at.timestamp_millis(),
+                i64::from(c.escalated_at.is_some()),
+                json,
+            ));
         }
-        sqlx::query(
-            "INSERT INTO projection_checkpoint (name, position) VALUES (?, ?) \
-             ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-        )
-        .bind(CHECKPOINT)
-        .bind(i64_of(checkpoint))
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable("writing the projection checkpoint"))?;
-        tx.commit()
+        let checkpoint = i64_of(checkpoint);
+        self.db
+            .jobs
+            .run(move |conn| {
+                let mut upsert = conn.prepare_cached(
+                    "INSERT INTO complaint_views (id, seq, user_id, status, priority, category, assigned_to, version, created_ms, escalated, projection) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+                     ON CONFLICT (id) DO UPDATE SET status = excluded.status, priority = excluded.priority, \
+                     category = excluded.category, assigned_to = excluded.assigned_to, version = excluded.version, \
+                     escalated = excluded.escalated, projection = excluded.projection",
+                )?;
+                for r in &rows {
+                    upsert.execute(rusqlite::params![
+                        r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10
+                    ])?;
+                }
+                conn.prepare_cached(
+                    "INSERT INTO projection_checkpoint (name, position) VALUES (?1, ?2) \
+                     ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                )?
+                .execute(rusqlite::params![CHECKPOINT, checkpoint])?;
+                Ok::<_, WriteError>(())
+            })
             .await
-            .map_err(unavailable("committing a view update"))
+            .map_err(|e| StoreError::Unavailable(format!("writing complaint views: {e}")))
     }
 
     async fn get(&self, id: &str) -> Result<Option<ComplaintView>, StoreError> {

@@ -7,7 +7,9 @@ use sagaflow_domain::Envelope;
 use sagaflow_runtime::event_log::{Positioned, StoreError};
 
 use super::Archive;
+use rusqlite::OptionalExtension as _;
 use sagaflow_runtime::sqlite::Db;
+use sagaflow_runtime::sqlite::writer::{self, WriteError, rusqlite};
 use sqlx::Row;
 
 const SCHEMA: &str = r#"
@@ -50,72 +52,78 @@ impl SqliteArchive {
     }
 }
 
-/// Archives one event on `conn` (a connection, or a transaction's savepoint).
-async fn append_in(
-    conn: &mut sqlx::SqliteConnection,
-    event: &Envelope,
-) -> Result<bool, StoreError> {
-    let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM events WHERE event_id = ?")
-        .bind(&event.event_id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(unavailable("archiving an event"))?;
+/// Archives one event inside the writer's transaction.
+fn append_in(conn: &rusqlite::Connection, event: &Envelope) -> Result<bool, StoreError> {
+    let fail = |e: rusqlite::Error| StoreError::Unavailable(format!("archiving an event: {e}"));
+    let known: Option<i64> = conn
+        .prepare_cached("SELECT 1 FROM events WHERE event_id = ?1")
+        .and_then(|mut q| q.query_row([&event.event_id], |r| r.get(0)).optional())
+        .map_err(fail)?;
     if known.is_some() {
         return Ok(false);
     }
-    let done = sqlx::query(
-        "INSERT INTO events (event_id, aggregate_id, aggregate_type, event_type, version, envelope, archived_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&event.event_id)
-    .bind(&event.aggregate_id)
-    .bind(&event.aggregate_type)
-    .bind(&event.event_type)
-    .bind(i64::try_from(event.metadata.version).unwrap_or(i64::MAX))
-    .bind(event.to_json())
-    .bind(chrono_now_ms())
-    .execute(&mut *conn)
-    .await;
+    let done = conn
+        .prepare_cached(
+            "INSERT INTO events (event_id, aggregate_id, aggregate_type, event_type, version, envelope, archived_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .and_then(|mut q| {
+            q.execute(rusqlite::params![
+                event.event_id,
+                event.aggregate_id,
+                event.aggregate_type,
+                event.event_type,
+                i64::try_from(event.metadata.version).unwrap_or(i64::MAX),
+                event.to_json(),
+                chrono_now_ms(),
+            ])
+        });
     match done {
         Ok(_) => Ok(true),
-        Err(sqlx::Error::Database(db))
-            if db.is_unique_violation() && db.message().contains("event_id") =>
+        // The event id was checked above: a unique violation is its (aggregate, version).
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
         {
-            Ok(false)
-        }
-        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
             Err(super::version_taken(event))
         }
-        Err(e) => Err(unavailable("archiving an event")(e)),
+        Err(e) => Err(fail(e)),
     }
 }
 
 #[async_trait]
 impl Archive for SqliteArchive {
     async fn append(&self, event: &Envelope) -> Result<bool, StoreError> {
-        let mut conn = self
-            .db
-            .writer
-            .acquire()
+        self.append_all(std::slice::from_ref(event))
             .await
-            .map_err(unavailable("archiving an event"))?;
-        append_in(&mut conn, event).await
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Unavailable("no answer to an append".into())))
     }
 
-    /// One transaction for the batch, each event in its own savepoint.
+    /// One job of the writer's next transaction for the batch, each event in its own
+    /// savepoint (one refused leaves the others in).
     async fn append_all(&self, events: &[Envelope]) -> Vec<Result<bool, StoreError>> {
-        let done = match self.db.writer.begin().await {
-            Ok(tx) => {
-                sagaflow_runtime::in_savepoints!(tx, events, |conn, event| append_in(conn, event))
-            }
-            Err(e) => Err(e),
-        };
-        done.unwrap_or_else(|e| {
-            sagaflow_runtime::event_log::failed_all(
-                events.len(),
-                &unavailable("archiving events")(e),
-            )
-        })
+        let events = events.to_vec();
+        let n = events.len();
+        self.db
+            .jobs
+            .run(move |conn| {
+                let mut results = Vec::with_capacity(events.len());
+                for event in &events {
+                    results.push(writer::savepoint(
+                        conn,
+                        |conn| append_in(conn, event),
+                        Result::is_ok,
+                    )?);
+                }
+                Ok::<_, WriteError>(results)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                sagaflow_runtime::event_log::failed_all(
+                    n,
+                    &StoreError::Unavailable(format!("archiving events: {e}")),
+                )
+            })
     }
 
     async fn stream(

@@ -26,6 +26,13 @@ pub const MIGRATIONS: &[Migration] = &[
         5,
         "ALTER TABLE notifications ADD COLUMN IF NOT EXISTS traceparent TEXT;",
     ),
+    // The mails to send in planning order: a claim reads the first few whatever the backlog
+    // (on (status, next_attempt_at) it sorted the whole backlog on every claim).
+    (
+        6,
+        "CREATE INDEX IF NOT EXISTS notifications_pending ON notifications (seq) \
+         WHERE status IN ('PENDING', 'SENDING'); DROP INDEX IF EXISTS notifications_due;",
+    ),
 ];
 
 const TABLES: &str = r#"
@@ -350,15 +357,12 @@ impl NotificationStore for PgNotifications {
         events: &[Envelope],
         addressing: &Addressing,
     ) -> Vec<Result<Planned, StoreError>> {
-        let done = match self.pool.begin().await {
-            Ok(tx) => sagaflow_runtime::in_savepoints!(
-                tx,
-                events,
-                |conn, event| plan_in(conn, event, addressing),
-                keep = |r: &Result<Planned, StoreError>| r.as_ref().is_ok_and(kept)
-            ),
-            Err(e) => Err(e),
-        };
+        let done = sagaflow_runtime::in_savepoints!(
+            begin = self.pool.begin(),
+            events,
+            |conn, event| plan_in(conn, event, addressing),
+            keep = |r: &Result<Planned, StoreError>| r.as_ref().is_ok_and(kept)
+        );
         done.unwrap_or_else(|e| {
             sagaflow_runtime::event_log::failed_all(events.len(), &unavailable("planning mails")(e))
         })

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use rusqlite::OptionalExtension as _;
 use sagaflow_domain::events::{NotificationCompensation, NotificationFailed, Payload};
 use sagaflow_domain::saga::{self, ComplaintFacts, notification_stream, templates};
 use sagaflow_domain::{Context, Envelope};
@@ -12,9 +13,9 @@ use sagaflow_runtime::event_log::StoreError;
 use sagaflow_runtime::inbox::{self, Claim};
 use sagaflow_runtime::outbox::SqliteOutbox;
 use sagaflow_runtime::sqlite::Db;
+use sagaflow_runtime::sqlite::writer::{self, WriteError, rusqlite};
 use serde_json::{Value, json};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 
 use super::{Addressing, Due, NotificationStore, Planned};
 
@@ -37,7 +38,11 @@ CREATE TABLE IF NOT EXISTS notifications (
     next_attempt_at   INTEGER NOT NULL,
     sent_at           INTEGER
 );
-CREATE INDEX IF NOT EXISTS notifications_due ON notifications (status, next_attempt_at);
+-- The mails to send, in the order they were planned: a claim reads the first few of them,
+-- whatever the backlog (an index on (status, next_attempt_at) made it sort the whole backlog).
+DROP INDEX IF EXISTS notifications_due;
+CREATE INDEX IF NOT EXISTS notifications_pending ON notifications (seq)
+    WHERE status IN ('PENDING', 'SENDING');
 CREATE INDEX IF NOT EXISTS notifications_complaint ON notifications (complaint_id, seq);
 CREATE INDEX IF NOT EXISTS notifications_trigger ON notifications (trigger_event_id);
 CREATE TABLE IF NOT EXISTS complaints (
@@ -56,19 +61,28 @@ fn unavailable(context: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |e| StoreError::Unavailable(format!("{context}: {e}"))
 }
 
+/// A failure of the writer or of one of its statements, as the store's error.
+fn failed(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |e| StoreError::Unavailable(format!("{context}: {e}"))
+}
+
+fn written(context: &'static str) -> impl Fn(WriteError) -> StoreError {
+    move |e| StoreError::Unavailable(format!("{context}: {e}"))
+}
+
 fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
 /// Records a notification event in its complaint's notification stream.
-async fn emit(
-    tx: &mut SqliteConnection,
+fn emit(
+    conn: &rusqlite::Connection,
     complaint_id: &str,
     payload: &Payload,
     correlation_id: &str,
     cause: &str,
     traceparent: Option<&str>,
-) -> Result<Envelope, sqlx::Error> {
+) -> Result<Envelope, rusqlite::Error> {
     let ctx = Context {
         correlation_id: correlation_id.to_owned(),
         causation_id: Some(cause.to_owned()),
@@ -76,50 +90,54 @@ async fn emit(
         at: Utc::now(),
         traceparent: traceparent.map(str::to_owned),
     };
-    sagaflow_runtime::outbox::record(tx, &notification_stream(complaint_id), payload, &ctx).await
+    sagaflow_runtime::outbox::record(conn, &notification_stream(complaint_id), payload, &ctx)
 }
 
-async fn queue_mail(
-    tx: &mut SqliteConnection,
+fn queue_mail(
+    conn: &rusqlite::Connection,
     complaint_id: &str,
     trigger: &Envelope,
     recipient: &str,
     template: &str,
     subject: &str,
     body: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(
         "INSERT INTO notifications (notification_id, complaint_id, trigger_event_id, recipient, channel, template, subject, body, \
-         correlation_id, traceparent, status, next_attempt_at) VALUES (?, ?, ?, ?, 'email', ?, ?, ?, ?, ?, 'PENDING', ?)",
-    )
-    .bind(uuid::Uuid::new_v4().to_string())
-    .bind(complaint_id)
-    .bind(&trigger.event_id)
-    .bind(recipient)
-    .bind(template)
-    .bind(subject)
-    .bind(body)
-    .bind(&trigger.metadata.correlation_id)
-    .bind(&trigger.metadata.traceparent)
-    .bind(now_ms())
-    .execute(&mut *tx)
-    .await?;
+         correlation_id, traceparent, status, next_attempt_at) VALUES (?1, ?2, ?3, ?4, 'email', ?5, ?6, ?7, ?8, ?9, 'PENDING', ?10)",
+    )?
+    .execute(rusqlite::params![
+        uuid::Uuid::new_v4().to_string(),
+        complaint_id,
+        trigger.event_id,
+        recipient,
+        template,
+        subject,
+        body,
+        trigger.metadata.correlation_id,
+        trigger.metadata.traceparent,
+        now_ms(),
+    ])?;
     Ok(())
 }
 
-fn due_of(row: &SqliteRow) -> Due {
-    Due {
-        notification_id: row.get("notification_id"),
-        complaint_id: row.get("complaint_id"),
-        trigger_event_id: row.get("trigger_event_id"),
-        recipient: row.get("recipient"),
-        template: row.get("template"),
-        subject: row.get("subject"),
-        body: row.get("body"),
-        correlation_id: row.get("correlation_id"),
-        traceparent: row.try_get("traceparent").ok().flatten(),
-        attempts: u32::try_from(row.get::<i64, _>("attempts")).unwrap_or(u32::MAX),
-    }
+/// A claimed mail, with its place in the planning order.
+fn due_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Due)> {
+    Ok((
+        row.get("seq")?,
+        Due {
+            notification_id: row.get("notification_id")?,
+            complaint_id: row.get("complaint_id")?,
+            trigger_event_id: row.get("trigger_event_id")?,
+            recipient: row.get("recipient")?,
+            template: row.get("template")?,
+            subject: row.get("subject")?,
+            body: row.get("body")?,
+            correlation_id: row.get("correlation_id")?,
+            traceparent: row.get("traceparent")?,
+            attempts: u32::try_from(row.get::<_, i64>("attempts")?).unwrap_or(u32::MAX),
+        },
+    ))
 }
 
 impl SqliteNotifications {
@@ -159,14 +177,18 @@ impl SqliteNotifications {
     async fn settle(
         &self,
         mail: &Due,
-        status: &str,
+        status: &'static str,
         error: Option<&str>,
         payload: &Payload,
     ) -> Result<(), StoreError> {
-        let fail = unavailable("recording a mail");
-        let mut tx = self.db.writer.begin().await.map_err(&fail)?;
-        settle_in(&mut tx, mail, status, error, payload).await?;
-        tx.commit().await.map_err(&fail)
+        let (mail, error, payload) = (mail.clone(), error.map(str::to_owned), payload.clone());
+        self.db
+            .jobs
+            .run(move |conn| {
+                settle_in(conn, &mail, status, error.as_deref(), &payload)
+                    .map_err(failed("recording a mail"))
+            })
+            .await
     }
 }
 
@@ -176,49 +198,48 @@ fn kept(planned: &Planned) -> bool {
     !matches!(planned, Planned::UnknownComplaint(_))
 }
 
-/// Plans the mails (and compensation events) of one event inside `tx`.
-async fn plan_in(
-    tx: &mut sqlx::SqliteConnection,
+/// Plans the mails (and compensation events) of one event inside the writer's transaction.
+fn plan_in(
+    conn: &rusqlite::Connection,
     event: &Envelope,
     addressing: &Addressing,
 ) -> Result<Planned, StoreError> {
-    let fail = unavailable("planning mails");
+    let fail = failed("planning mails");
     let payload = event
         .payload()
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    match inbox::claim(&mut *tx, event).await.map_err(&fail)? {
+    match inbox::claim(conn, event).map_err(&fail)? {
         Claim::Duplicate => return Ok(Planned::Duplicate),
         Claim::TooEarly { expected } => return Ok(Planned::TooEarly { expected }),
         Claim::New => {}
     }
     let complaint_id = event.aggregate_id.clone();
     if let Payload::ComplaintCreated(c) = &payload {
-        sqlx::query(
-            "INSERT OR IGNORE INTO complaints (complaint_id, user_id, title) VALUES (?, ?, ?)",
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO complaints (complaint_id, user_id, title) VALUES (?1, ?2, ?3)",
         )
-        .bind(&c.complaint_id)
-        .bind(&c.user_id)
-        .bind(&c.title)
-        .execute(&mut *tx)
-        .await
+        .and_then(|mut q| q.execute([&c.complaint_id, &c.user_id, &c.title]))
         .map_err(&fail)?;
     }
-    let facts = sqlx::query("SELECT user_id, title FROM complaints WHERE complaint_id = ?")
-        .bind(&complaint_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(&fail)?
-        .map(|r| ComplaintFacts {
-            user_id: r.get(0),
-            title: r.get(1),
-        });
+    let facts = conn
+        .prepare_cached("SELECT user_id, title FROM complaints WHERE complaint_id = ?1")
+        .and_then(|mut q| {
+            q.query_row([&complaint_id], |r| {
+                Ok(ComplaintFacts {
+                    user_id: r.get(0)?,
+                    title: r.get(1)?,
+                })
+            })
+            .optional()
+        })
+        .map_err(&fail)?;
     let Some(facts) = facts else {
         return Ok(Planned::UnknownComplaint(complaint_id));
     };
     let planned = saga::mails_for(&payload, &facts);
     for m in &planned {
         queue_mail(
-            &mut *tx,
+            conn,
             &complaint_id,
             event,
             &addressing.resolve(&m.to),
@@ -226,7 +247,6 @@ async fn plan_in(
             &m.subject,
             &m.body,
         )
-        .await
         .map_err(&fail)?;
     }
     let mut events = 0;
@@ -235,33 +255,38 @@ async fn plan_in(
         let mut cancelled = Vec::new();
         let mut told = Vec::new();
         for id in &ids {
-            let rows = sqlx::query("SELECT notification_id, recipient, status FROM notifications WHERE trigger_event_id = ?")
-                .bind(id)
-                .fetch_all(&mut *tx)
-                .await
+            let mut q = conn
+                .prepare_cached("SELECT notification_id, recipient, status FROM notifications WHERE trigger_event_id = ?1")
                 .map_err(&fail)?;
-            for row in rows {
-                let status: String = row.get(2);
+            let rows = q
+                .query_map([id], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .map_err(&fail)?;
+            for (notification_id, recipient, status) in rows {
                 if status == "PENDING" {
-                    cancelled.push(row.get::<String, _>(0));
-                } else if (status == "SENT" || status == "SENDING")
-                    && !told.contains(&row.get::<String, _>(1))
-                {
-                    told.push(row.get::<String, _>(1));
+                    cancelled.push(notification_id);
+                } else if (status == "SENT" || status == "SENDING") && !told.contains(&recipient) {
+                    told.push(recipient);
                 }
             }
         }
         for n in &cancelled {
-            sqlx::query("UPDATE notifications SET status = 'CANCELLED' WHERE notification_id = ?")
-                .bind(n)
-                .execute(&mut *tx)
-                .await
-                .map_err(&fail)?;
+            conn.prepare_cached(
+                "UPDATE notifications SET status = 'CANCELLED' WHERE notification_id = ?1",
+            )
+            .and_then(|mut q| q.execute([n]))
+            .map_err(&fail)?;
         }
         let (subject, body) = saga::correction(&facts, required);
         for to in &told {
             queue_mail(
-                &mut *tx,
+                conn,
                 &complaint_id,
                 event,
                 to,
@@ -269,7 +294,6 @@ async fn plan_in(
                 &subject,
                 &body,
             )
-            .await
             .map_err(&fail)?;
         }
         let data = Payload::NotificationCompensation(NotificationCompensation {
@@ -279,14 +303,13 @@ async fn plan_in(
             correction_sent_to: Some(told),
         });
         emit(
-            &mut *tx,
+            conn,
             &complaint_id,
             &data,
             &event.metadata.correlation_id,
             &event.event_id,
             event.metadata.traceparent.as_deref(),
         )
-        .await
         .map_err(&fail)?;
         events += 1;
     }
@@ -296,84 +319,90 @@ async fn plan_in(
     })
 }
 
-/// Records a mail's outcome and its event inside `tx`, unless another sender did already.
-async fn settle_in(
-    tx: &mut sqlx::SqliteConnection,
+fn settle_in(
+    conn: &rusqlite::Connection,
     mail: &Due,
     status: &str,
     error: Option<&str>,
     payload: &Payload,
-) -> Result<(), StoreError> {
-    let fail = unavailable("recording a mail");
+) -> Result<(), rusqlite::Error> {
     // Only the sender that holds the mail's claim records it (another may have taken
     // it over after the claim lapsed and recorded it already): one event per outcome.
-    let settled = sqlx::query("UPDATE notifications SET status = ?, attempts = attempts + 1, last_error = ?, sent_at = ? WHERE notification_id = ? AND status IN ('SENDING', 'PENDING')")
-        .bind(status)
-        .bind(error)
-        .bind((status == "SENT").then(now_ms))
-        .bind(&mail.notification_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(&fail)?;
-    if settled.rows_affected() == 0 {
+    let settled = conn
+        .prepare_cached("UPDATE notifications SET status = ?1, attempts = attempts + 1, last_error = ?2, sent_at = ?3 WHERE notification_id = ?4 AND status IN ('SENDING', 'PENDING')")?
+        .execute(rusqlite::params![
+            status,
+            error,
+            (status == "SENT").then(now_ms),
+            mail.notification_id,
+        ])?;
+    if settled == 0 {
         return Ok(());
     }
     emit(
-        &mut *tx,
+        conn,
         &mail.complaint_id,
         payload,
         &mail.correlation_id,
         &mail.trigger_event_id,
         mail.traceparent.as_deref(),
-    )
-    .await
-    .map_err(&fail)?;
+    )?;
     Ok(())
 }
 
 #[async_trait]
 impl NotificationStore for SqliteNotifications {
     async fn plan(&self, event: &Envelope, addressing: &Addressing) -> Result<Planned, StoreError> {
-        let fail = unavailable("planning mails");
-        let mut tx = self.db.writer.begin().await.map_err(&fail)?;
-        let planned = plan_in(&mut tx, event, addressing).await?;
-        if kept(&planned) {
-            tx.commit().await.map_err(&fail)?;
-        }
-        Ok(planned)
+        self.plan_all(std::slice::from_ref(event), addressing)
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Unavailable("no answer to a plan".into())))
     }
 
-    /// One transaction for the batch, each event in its own savepoint.
+    /// One job of the writer's next transaction for the batch, each event in its own
+    /// savepoint (an event refused leaves the others in).
     async fn plan_all(
         &self,
         events: &[Envelope],
         addressing: &Addressing,
     ) -> Vec<Result<Planned, StoreError>> {
-        let done = match self.db.writer.begin().await {
-            Ok(tx) => sagaflow_runtime::in_savepoints!(
-                tx,
-                events,
-                |conn, event| plan_in(conn, event, addressing),
-                keep = |r: &Result<Planned, StoreError>| r.as_ref().is_ok_and(kept)
-            ),
-            Err(e) => Err(e),
-        };
-        done.unwrap_or_else(|e| {
-            sagaflow_runtime::event_log::failed_all(events.len(), &unavailable("planning mails")(e))
-        })
+        let (events, addressing) = (events.to_vec(), addressing.clone());
+        let n = events.len();
+        self.db
+            .jobs
+            .run(move |conn| {
+                let mut results = Vec::with_capacity(events.len());
+                for event in &events {
+                    results.push(writer::savepoint(
+                        conn,
+                        |conn| plan_in(conn, event, &addressing),
+                        |r: &Result<Planned, StoreError>| r.as_ref().is_ok_and(kept),
+                    )?);
+                }
+                Ok::<_, WriteError>(results)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                sagaflow_runtime::event_log::failed_all(n, &written("planning mails")(e))
+            })
     }
 
     async fn due(&self, limit: usize) -> Result<Vec<Due>, StoreError> {
-        let rows = sqlx::query("UPDATE notifications SET status = 'SENDING', next_attempt_at = ?1 + 60000 WHERE seq IN ( \
-             SELECT seq FROM notifications WHERE status IN ('PENDING', 'SENDING') AND next_attempt_at <= ?1 ORDER BY seq LIMIT ?2) RETURNING *")
-            .bind(now_ms())
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.db.writer)
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut due = self
+            .db
+            .jobs
+            .run(move |conn| {
+                conn.prepare_cached("UPDATE notifications SET status = 'SENDING', next_attempt_at = ?1 + 60000 WHERE seq IN ( \
+                     SELECT seq FROM notifications INDEXED BY notifications_pending WHERE status IN ('PENDING', 'SENDING') AND next_attempt_at <= ?1 ORDER BY seq LIMIT ?2) RETURNING *")?
+                    .query_map([now_ms(), limit], due_of)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(WriteError::from)
+            })
             .await
-            .map_err(unavailable("reading due mails"))?;
-        let mut rows = rows;
-        rows.sort_by_key(|r| r.get::<i64, _>("seq"));
-        Ok(rows.iter().map(due_of).collect())
+            .map_err(written("reading due mails"))?;
+        due.sort_by_key(|(seq, _)| *seq);
+        Ok(due.into_iter().map(|(_, d)| d).collect())
     }
 
     async fn sent(&self, mail: &Due) -> Result<(), StoreError> {
@@ -381,14 +410,19 @@ impl NotificationStore for SqliteNotifications {
             .await
     }
 
-    /// One transaction for the lot.
+    /// One job for the lot.
     async fn sent_all(&self, mails: &[Due]) -> Result<(), StoreError> {
-        let fail = unavailable("recording sent mails");
-        let mut tx = self.db.writer.begin().await.map_err(&fail)?;
-        for mail in mails {
-            settle_in(&mut tx, mail, "SENT", None, &super::sent_payload(mail)).await?;
-        }
-        tx.commit().await.map_err(&fail)
+        let mails = mails.to_vec();
+        self.db
+            .jobs
+            .run(move |conn| {
+                for mail in &mails {
+                    settle_in(conn, mail, "SENT", None, &super::sent_payload(mail))
+                        .map_err(failed("recording sent mails"))?;
+                }
+                Ok(())
+            })
+            .await
     }
 
     async fn failed(&self, mail: &Due, error: &str) -> Result<(), StoreError> {
@@ -405,14 +439,17 @@ impl NotificationStore for SqliteNotifications {
     }
 
     async fn retry_at(&self, mail: &Due, error: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
-        sqlx::query("UPDATE notifications SET status = 'PENDING', attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE notification_id = ? AND status IN ('PENDING', 'SENDING')")
-            .bind(error)
-            .bind(at.timestamp_millis())
-            .bind(&mail.notification_id)
-            .execute(&self.db.writer)
+        let (error, id) = (error.to_owned(), mail.notification_id.clone());
+        self.db
+            .jobs
+            .run(move |conn| {
+                conn.prepare_cached("UPDATE notifications SET status = 'PENDING', attempts = attempts + 1, last_error = ?1, next_attempt_at = ?2 WHERE notification_id = ?3 AND status IN ('PENDING', 'SENDING')")?
+                    .execute(rusqlite::params![error, at.timestamp_millis(), id])
+                    .map(|_| ())
+                    .map_err(WriteError::from)
+            })
             .await
-            .map_err(unavailable("scheduling a mail retry"))?;
-        Ok(())
+            .map_err(written("scheduling a mail retry"))
     }
 
     async fn history(

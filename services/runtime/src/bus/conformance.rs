@@ -204,8 +204,12 @@ pub async fn dead_letters_keep_their_story_and_redrive_back(bus: Arc<dyn Message
             .is_empty()
     );
 
+    dead_letters_counted(&bus, EX, 1).await;
+    dead_letters_counted(&bus, "notifications.events", 0).await;
+
     assert_eq!(bus.redrive(EX).await.expect("redrive"), 1);
     assert!(bus.dead_letters(EX, 10).await.expect("list").is_empty());
+    dead_letters_counted(&bus, EX, 0).await;
     let back = bus
         .receive(ALL, 1, Duration::from_secs(5))
         .await
@@ -223,6 +227,23 @@ pub async fn dead_letters_keep_their_story_and_redrive_back(bus: Arc<dyn Message
             .map(String::as_str),
         Some("corr-1")
     );
+}
+
+/// Waits (5 s at most: a broker's count may trail a moment) until `exchange`'s dead letters
+/// are counted as `n`.
+async fn dead_letters_counted(bus: &Arc<dyn MessageBus>, exchange: &str, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let counted = bus.dead_letter_count(exchange).await.expect("count");
+        if counted == n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{exchange}: {counted} dead letters counted, expected {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 pub async fn a_waiting_receive_wakes_for_a_publish(bus: Arc<dyn MessageBus>) {

@@ -131,6 +131,11 @@ pub trait MessageBus: Send + Sync + 'static {
     async fn dead_letters(&self, exchange: &str, limit: usize)
     -> Result<Vec<DeadLetter>, BusError>;
 
+    /// How many dead letters `exchange` holds (the `dlq_depth` gauge), without reading them.
+    async fn dead_letter_count(&self, exchange: &str) -> Result<u64, BusError> {
+        Ok(self.dead_letters(exchange, usize::MAX).await?.len() as u64)
+    }
+
     /// Sends every dead letter of `exchange` back to the queue it came from, with its attempts
     /// reset; returns how many.
     async fn redrive(&self, exchange: &str) -> Result<usize, BusError>;

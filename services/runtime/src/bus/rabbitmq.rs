@@ -726,6 +726,10 @@ impl MessageBus for RabbitBus {
         Ok(out)
     }
 
+    async fn dead_letter_count(&self, exchange: &str) -> Result<u64, BusError> {
+        self.ready(&dlq_name(exchange)).await
+    }
+
     async fn redrive(&self, exchange: &str) -> Result<usize, BusError> {
         // Only the dead letters there now: one that fails again while we redrive lands back in
         // the DLQ and must wait for the next redrive, not loop.

@@ -3,22 +3,26 @@
 //! Messages with the same ordering key (the aggregate id) are handed out one at a time in
 //! publication order, so a message waiting for its retry holds back the later ones of its
 //! aggregate and events take effect in version order. Only one process opens the file (the data
-//! directory is locked), so deliveries left unsettled by a previous process are handed out again
-//! when it opens.
+//! directory is locked), so the process keeps an index of the file's messages in memory, with
+//! which are out (their leases): a claim reads no file and writes nothing, and deliveries left
+//! unsettled by a previous process are handed out again when it opens. Every change goes
+//! through the file's writer ([`crate::sqlite::writer`]) and reaches the index once committed,
+//! in commit order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
 use tokio::sync::Notify;
 
 use super::topology::{dlq_name, topic_matches};
 use super::{BusError, DeadLetter, Delivery, Message, MessageBus, QueueSpec, headers};
 use crate::sqlite::Db;
+use crate::sqlite::writer::{WriteError, rusqlite};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS queues (
@@ -61,9 +65,24 @@ CREATE INDEX IF NOT EXISTS dead_letters_exchange ON dead_letters (exchange, id);
 /// How long a delivery may stay unsettled before it is handed out again.
 const LEASE: Duration = Duration::from_secs(120);
 
+/// A message of a queue, as the index holds it.
+#[derive(Debug, Clone)]
+struct Queued {
+    message: Message,
+    attempts: u32,
+    /// Not handed out before (ms since the epoch): a retry's delay.
+    available_at: i64,
+    /// Handed out until then (ms), unless settled before.
+    leased_until: Option<i64>,
+}
+
+/// The messages the file holds, by queue and tag (publication order).
+type Index = HashMap<String, BTreeMap<i64, Queued>>;
+
 #[derive(Debug, Clone)]
 pub struct SqliteBus {
     db: Db,
+    index: Arc<std::sync::Mutex<Index>>,
     queues: Arc<RwLock<Vec<QueueSpec>>>,
     /// One per queue: a publish or a settlement wakes the receivers of its queues only.
     wakes: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<Notify>>>>,
@@ -80,6 +99,10 @@ fn ms(d: Duration) -> i64 {
 }
 
 fn unavailable(context: &'static str) -> impl Fn(sqlx::Error) -> BusError {
+    move |e| BusError::Unavailable(format!("{context}: {e}"))
+}
+
+fn written(context: &'static str) -> impl Fn(WriteError) -> BusError {
     move |e| BusError::Unavailable(format!("{context}: {e}"))
 }
 
@@ -108,13 +131,27 @@ impl SqliteBus {
         let db = Db::open(path, &[SCHEMA])
             .await
             .map_err(|e| BusError::Unavailable(format!("opening {}: {e}", path.display())))?;
-        // Deliveries of a previous process were never settled: hand them out again.
-        sqlx::query("UPDATE messages SET leased_until = 0")
-            .execute(&db.writer)
+        // The index: every message, none out (what a previous process had out and never
+        // settled is handed out again; `leased_until` is a column of earlier versions).
+        let rows = sqlx::query("SELECT * FROM messages ORDER BY tag")
+            .fetch_all(&db.reader)
             .await
-            .map_err(unavailable("releasing old deliveries"))?;
+            .map_err(unavailable("reading the queues' messages"))?;
+        let mut index = Index::new();
+        for row in &rows {
+            index.entry(row.get("queue")).or_default().insert(
+                row.get("tag"),
+                Queued {
+                    message: message_of(row),
+                    attempts: u32::try_from(row.get::<i64, _>("attempts")).unwrap_or(u32::MAX),
+                    available_at: row.get("available_at"),
+                    leased_until: None,
+                },
+            );
+        }
         let bus = Self {
             db,
+            index: Arc::new(std::sync::Mutex::new(index)),
             queues: Arc::new(RwLock::new(Vec::new())),
             wakes: Arc::default(),
         };
@@ -164,66 +201,81 @@ impl SqliteBus {
             .unwrap_or_default()
     }
 
-    async fn claim(
-        &self,
-        queue: &str,
-        max: usize,
-    ) -> Result<(Vec<Delivery>, Option<i64>), BusError> {
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Hands out up to `max` messages: the first of each ordering key, due, not out already.
+    /// Answers when the next one may be due when there is none now.
+    fn claim(&self, queue: &str, max: usize) -> (Vec<Delivery>, Option<i64>) {
         let now = now_ms();
-        let mut tx = self
-            .db
-            .writer
-            .begin()
-            .await
-            .map_err(unavailable("claiming messages"))?;
-        let rows = sqlx::query(
-            "SELECT * FROM messages m WHERE queue = ?1 AND available_at <= ?2 AND leased_until <= ?2 \
-             AND (ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM messages o \
-                  WHERE o.queue = m.queue AND o.ordering_key = m.ordering_key AND o.tag < m.tag)) \
-             ORDER BY tag LIMIT ?3",
-        )
-        .bind(queue)
-        .bind(now)
-        .bind(i64::try_from(max).unwrap_or(i64::MAX))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(unavailable("claiming messages"))?;
-        let deliveries: Vec<Delivery> = rows
-            .iter()
-            .map(|row| Delivery {
-                tag: u64_of(row.get("tag")),
-                queue: queue.to_owned(),
-                message: message_of(row),
-                attempts: u32::try_from(row.get::<i64, _>("attempts")).unwrap_or(u32::MAX),
-            })
-            .collect();
-        let next = if deliveries.is_empty() {
-            sqlx::query_scalar::<_, Option<i64>>(
-                "SELECT MIN(MAX(available_at, leased_until)) FROM messages WHERE queue = ?",
-            )
-            .bind(queue)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(unavailable("reading the next due message"))?
-        } else {
-            let mut q: QueryBuilder<Sqlite> =
-                QueryBuilder::new("UPDATE messages SET leased_until = ");
-            q.push_bind(now + ms(LEASE)).push(" WHERE tag IN (");
-            let mut list = q.separated(", ");
-            for d in &deliveries {
-                list.push_bind(i64::try_from(d.tag).unwrap_or(i64::MAX));
-            }
-            q.push(")");
-            q.build()
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable("leasing messages"))?;
-            None
+        let mut index = self.index();
+        let Some(messages) = index.get_mut(queue) else {
+            return (Vec::new(), None);
         };
-        tx.commit()
-            .await
-            .map_err(unavailable("claiming messages"))?;
-        Ok((deliveries, next))
+        let mut held: std::collections::HashSet<String> = Default::default();
+        let (mut out, mut next) = (Vec::new(), None::<i64>);
+        for (tag, q) in messages.iter_mut() {
+            if out.len() >= max {
+                break;
+            }
+            let key = q.message.ordering_key.as_deref();
+            if key.is_some_and(|k| held.contains(k)) {
+                continue;
+            }
+            let waits_until = match q.leased_until {
+                Some(until) if until > now => Some(until),
+                _ if q.available_at > now => Some(q.available_at),
+                _ => None,
+            };
+            if let Some(k) = key {
+                // Later messages of a key wait for its first.
+                held.insert(k.to_owned());
+            }
+            if let Some(at) = waits_until {
+                next = Some(next.map_or(at, |n| n.min(at)));
+                continue;
+            }
+            q.leased_until = Some(now + ms(LEASE));
+            out.push(Delivery {
+                tag: u64_of(*tag),
+                queue: queue.to_owned(),
+                message: q.message.clone(),
+                attempts: q.attempts,
+            });
+        }
+        let next = if out.is_empty() { next } else { None };
+        (out, next)
+    }
+
+    /// Takes settled deliveries out of the index (after their settlement committed).
+    fn remove<'d>(&self, deliveries: impl IntoIterator<Item = &'d Delivery>) {
+        let mut index = self.index();
+        for d in deliveries {
+            if let Some(messages) = index.get_mut(&d.queue) {
+                messages.remove(&i64::try_from(d.tag).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
+    /// Adds committed messages to the index (from the writer's thread, in commit order).
+    fn add(index: &std::sync::Mutex<Index>, rows: &[(String, i64, Message, i64)]) {
+        let mut index = index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (queue, tag, message, available_at) in rows {
+            index.entry(queue.clone()).or_default().insert(
+                *tag,
+                Queued {
+                    message: message.clone(),
+                    attempts: 0,
+                    available_at: *available_at,
+                    leased_until: None,
+                },
+            );
+        }
     }
 
     fn waker(&self, queue: &str) -> Arc<Notify> {
@@ -294,35 +346,40 @@ impl MessageBus for SqliteBus {
             return Ok(());
         }
         let now = now_ms();
-        let mut tx = self
-            .db
-            .writer
-            .begin()
+        let rows: Vec<(String, Message)> = routed
+            .into_iter()
+            .flat_map(|(m, targets)| targets.into_iter().map(move |q| (q, m.clone())))
+            .collect();
+        let touched: Vec<String> = rows.iter().map(|(q, _)| q.clone()).collect();
+        let index = self.index.clone();
+        self.db
+            .jobs
+            .run_committed(
+                move |conn| {
+                    let mut insert = conn.prepare_cached(
+                        "INSERT INTO messages (queue, message_id, exchange, routing_key, ordering_key, headers, body, available_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    )?;
+                    let mut added = Vec::with_capacity(rows.len());
+                    for (queue, m) in rows {
+                        insert.execute(rusqlite::params![
+                            queue,
+                            m.message_id,
+                            m.exchange,
+                            m.routing_key,
+                            m.ordering_key,
+                            headers_json(&m.headers),
+                            m.body,
+                            now,
+                        ])?;
+                        added.push((queue, conn.last_insert_rowid(), m, now));
+                    }
+                    Ok::<_, WriteError>(added)
+                },
+                move |added| Self::add(&index, added),
+            )
             .await
-            .map_err(unavailable("publishing"))?;
-        let mut touched = Vec::new();
-        for (message, targets) in routed {
-            let headers = headers_json(&message.headers);
-            for queue in targets {
-                touched.push(queue.clone());
-                sqlx::query(
-                    "INSERT INTO messages (queue, message_id, exchange, routing_key, ordering_key, headers, body, available_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(queue)
-                .bind(&message.message_id)
-                .bind(&message.exchange)
-                .bind(&message.routing_key)
-                .bind(&message.ordering_key)
-                .bind(&headers)
-                .bind(&message.body)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable("publishing"))?;
-            }
-        }
-        tx.commit().await.map_err(unavailable("publishing"))?;
+            .map_err(written("publishing"))?;
         self.wake(touched.iter().map(String::as_str));
         Ok(())
     }
@@ -337,7 +394,7 @@ impl MessageBus for SqliteBus {
         loop {
             let waker = self.waker(queue);
             let woken = waker.notified();
-            let (deliveries, next_due) = self.claim(queue, max).await?;
+            let (deliveries, next_due) = self.claim(queue, max);
             if !deliveries.is_empty() {
                 return Ok(deliveries);
             }
@@ -361,20 +418,22 @@ impl MessageBus for SqliteBus {
         if deliveries.is_empty() {
             return Ok(());
         }
-        let mut tx = self
-            .db
-            .writer
-            .begin()
+        let tags: Vec<i64> = deliveries
+            .iter()
+            .map(|d| i64::try_from(d.tag).unwrap_or(i64::MAX))
+            .collect();
+        self.db
+            .jobs
+            .run(move |conn| {
+                let mut delete = conn.prepare_cached("DELETE FROM messages WHERE tag = ?1")?;
+                for tag in tags {
+                    delete.execute([tag])?;
+                }
+                Ok::<_, WriteError>(())
+            })
             .await
-            .map_err(unavailable("acking"))?;
-        for d in deliveries {
-            sqlx::query("DELETE FROM messages WHERE tag = ?")
-                .bind(i64::try_from(d.tag).unwrap_or(i64::MAX))
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable("acking"))?;
-        }
-        tx.commit().await.map_err(unavailable("acking"))?;
+            .map_err(written("acking"))?;
+        self.remove(deliveries);
         self.wake(deliveries.iter().map(|d| d.queue.as_str()));
         Ok(())
     }
@@ -387,13 +446,31 @@ impl MessageBus for SqliteBus {
     ) -> Result<(), BusError> {
         let mut headers = delivery.message.headers.clone();
         headers.insert(headers::LAST_ERROR.into(), error.to_owned());
-        sqlx::query("UPDATE messages SET attempts = attempts + 1, available_at = ?, leased_until = 0, headers = ? WHERE tag = ?")
-            .bind(now_ms() + ms(delay))
-            .bind(headers_json(&headers))
-            .bind(i64::try_from(delivery.tag).unwrap_or(i64::MAX))
-            .execute(&self.db.writer)
+        let (at, headers) = (now_ms() + ms(delay), headers_json(&headers));
+        let tag = i64::try_from(delivery.tag).unwrap_or(i64::MAX);
+        self.db
+            .jobs
+            .run(move |conn| {
+                conn.prepare_cached(
+                    "UPDATE messages SET attempts = attempts + 1, available_at = ?1, headers = ?2 WHERE tag = ?3",
+                )?
+                .execute(rusqlite::params![at, headers, tag])?;
+                Ok::<_, WriteError>(())
+            })
             .await
-            .map_err(unavailable("scheduling a retry"))?;
+            .map_err(written("scheduling a retry"))?;
+        if let Some(q) = self
+            .index()
+            .get_mut(&delivery.queue)
+            .and_then(|m| m.get_mut(&tag))
+        {
+            q.attempts = q.attempts.saturating_add(1);
+            q.available_at = at;
+            q.message
+                .headers
+                .insert(headers::LAST_ERROR.into(), error.to_owned());
+            q.leased_until = None;
+        }
         self.wake([delivery.queue.as_str()]);
         Ok(())
     }
@@ -407,35 +484,37 @@ impl MessageBus for SqliteBus {
         h.insert(headers::ATTEMPTS.into(), attempts.to_string());
         h.insert(headers::LAST_ERROR.into(), error.to_owned());
         h.insert(headers::DEAD_LETTERED_AT.into(), now.to_string());
-        let mut tx = self
-            .db
-            .writer
-            .begin()
+        let (queue, msg, headers) = (delivery.queue.clone(), m.clone(), headers_json(&h));
+        let (error_text, tag) = (
+            error.to_owned(),
+            i64::try_from(delivery.tag).unwrap_or(i64::MAX),
+        );
+        self.db
+            .jobs
+            .run(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO dead_letters (exchange, queue, message_id, routing_key, ordering_key, headers, body, attempts, last_error, dead_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )?
+                .execute(rusqlite::params![
+                    msg.exchange,
+                    queue,
+                    msg.message_id,
+                    msg.routing_key,
+                    msg.ordering_key,
+                    headers,
+                    msg.body,
+                    i64::from(attempts),
+                    error_text,
+                    now,
+                ])?;
+                conn.prepare_cached("DELETE FROM messages WHERE tag = ?1")?
+                    .execute([tag])?;
+                Ok::<_, WriteError>(())
+            })
             .await
-            .map_err(unavailable("dead-lettering"))?;
-        sqlx::query(
-            "INSERT INTO dead_letters (exchange, queue, message_id, routing_key, ordering_key, headers, body, attempts, last_error, dead_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&m.exchange)
-        .bind(&delivery.queue)
-        .bind(&m.message_id)
-        .bind(&m.routing_key)
-        .bind(&m.ordering_key)
-        .bind(headers_json(&h))
-        .bind(&m.body)
-        .bind(i64::from(attempts))
-        .bind(error)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable("dead-lettering"))?;
-        sqlx::query("DELETE FROM messages WHERE tag = ?")
-            .bind(i64::try_from(delivery.tag).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable("dead-lettering"))?;
-        tx.commit().await.map_err(unavailable("dead-lettering"))?;
+            .map_err(written("dead-lettering"))?;
+        self.remove([delivery]);
         self.wake([delivery.queue.as_str()]);
         tracing::warn!(queue = %delivery.queue, dlq = %dlq_name(&m.exchange), messageId = %m.message_id, error, "dead-lettered");
         Ok(())
@@ -465,31 +544,55 @@ impl MessageBus for SqliteBus {
             .collect())
     }
 
-    async fn redrive(&self, exchange: &str) -> Result<usize, BusError> {
-        let mut tx = self
-            .db
-            .writer
-            .begin()
-            .await
-            .map_err(unavailable("redriving"))?;
-        let moved = sqlx::query(
-            "INSERT INTO messages (queue, message_id, exchange, routing_key, ordering_key, headers, body, available_at) \
-             SELECT queue, message_id, exchange, routing_key, ordering_key, \
-                    json_remove(headers, '$.\"x-queue\"', '$.\"x-attempts\"', '$.\"x-last-error\"', '$.\"x-dead-lettered-at\"'), \
-                    body, ? FROM dead_letters WHERE exchange = ? ORDER BY id",
-        )
-        .bind(now_ms())
-        .bind(exchange)
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable("redriving"))?
-        .rows_affected();
-        sqlx::query("DELETE FROM dead_letters WHERE exchange = ?")
+    async fn dead_letter_count(&self, exchange: &str) -> Result<u64, BusError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM dead_letters WHERE exchange = ?")
             .bind(exchange)
-            .execute(&mut *tx)
+            .fetch_one(&self.db.reader)
             .await
-            .map_err(unavailable("redriving"))?;
-        tx.commit().await.map_err(unavailable("redriving"))?;
+            .map_err(unavailable("counting dead letters"))?;
+        Ok(u64_of(n))
+    }
+
+    async fn redrive(&self, exchange: &str) -> Result<usize, BusError> {
+        let (exchange, now, index) = (exchange.to_owned(), now_ms(), self.index.clone());
+        let moved = self
+            .db
+            .jobs
+            .run_committed(
+                move |conn| {
+                    let rows = conn
+                        .prepare_cached(
+                            "INSERT INTO messages (queue, message_id, exchange, routing_key, ordering_key, headers, body, available_at) \
+                             SELECT queue, message_id, exchange, routing_key, ordering_key, \
+                                    json_remove(headers, '$.\"x-queue\"', '$.\"x-attempts\"', '$.\"x-last-error\"', '$.\"x-dead-lettered-at\"'), \
+                                    body, ?1 FROM dead_letters WHERE exchange = ?2 ORDER BY id \
+                             RETURNING tag, queue, message_id, exchange, routing_key, ordering_key, headers, body",
+                        )?
+                        .query_map(rusqlite::params![now, exchange], |r| {
+                            let headers: String = r.get(6)?;
+                            Ok((
+                                r.get::<_, String>(1)?,
+                                r.get::<_, i64>(0)?,
+                                Message {
+                                    message_id: r.get(2)?,
+                                    exchange: r.get(3)?,
+                                    routing_key: r.get(4)?,
+                                    ordering_key: r.get(5)?,
+                                    headers: serde_json::from_str(&headers).unwrap_or_default(),
+                                    body: r.get(7)?,
+                                },
+                                now,
+                            ))
+                        })?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    conn.prepare_cached("DELETE FROM dead_letters WHERE exchange = ?1")?
+                        .execute([&exchange])?;
+                    Ok::<_, WriteError>(rows)
+                },
+                move |rows| Self::add(&index, rows),
+            )
+            .await
+            .map_err(written("redriving"))?;
         let all: Vec<Arc<Notify>> = self
             .wakes
             .lock()
@@ -498,16 +601,11 @@ impl MessageBus for SqliteBus {
         for w in all {
             w.notify_waiters();
         }
-        Ok(usize::try_from(moved).unwrap_or(usize::MAX))
+        Ok(moved.len())
     }
 
     async fn depth(&self, queue: &str) -> Result<u64, BusError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE queue = ?")
-            .bind(queue)
-            .fetch_one(&self.db.reader)
-            .await
-            .map_err(unavailable("counting messages"))?;
-        Ok(u64_of(n))
+        Ok(self.index().get(queue).map_or(0, |m| m.len() as u64))
     }
 
     async fn ping(&self) -> Result<(), BusError> {

@@ -192,12 +192,14 @@ impl EventLog for PostgresEventLog {
             Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {}
             Err(e) => return super::failed_all(requests.len(), &unavailable("appending")(e)),
         }
-        let done = async {
+        let begin = || async {
             let mut tx = self.pool.begin().await?;
             sqlx::query(LOCK).execute(&mut *tx).await?;
-            crate::in_savepoints!(tx, &requests, |conn, request| append_in(conn, request))
-        }
-        .await;
+            Ok::<_, sqlx::Error>(tx)
+        };
+        let done = crate::in_savepoints!(begin = begin(), &requests, |conn, request| append_in(
+            conn, request
+        ));
         done.unwrap_or_else(|e| super::failed_all(requests.len(), &unavailable("appending")(e)))
     }
 

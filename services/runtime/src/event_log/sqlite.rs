@@ -14,6 +14,8 @@ use super::{
     StoreError,
 };
 use crate::sqlite::Db;
+use crate::sqlite::writer::{self, WriteError};
+use rusqlite::OptionalExtension as _;
 
 /// The event log's tables (the outbox's are [`crate::outbox::SCHEMA`]).
 pub const SCHEMA: &str = r#"
@@ -84,20 +86,23 @@ impl SqliteEventLog {
     }
 }
 
-/// Appends one request inside `tx` (its version and idempotency checks see what the same
-/// transaction wrote before).
-async fn append_in(
-    tx: &mut sqlx::SqliteConnection,
+/// Appends one request inside the writer's transaction (its version and idempotency checks
+/// see what the same transaction wrote before).
+fn append_in(
+    conn: &rusqlite::Connection,
     request: &AppendRequest,
 ) -> Result<Appended, AppendError> {
+    let fail = |context: &'static str| {
+        move |e: rusqlite::Error| {
+            AppendError::from(StoreError::Unavailable(format!("{context}: {e}")))
+        }
+    };
     super::check_batch(request)?;
 
-    let actual: i64 =
-        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?")
-            .bind(&request.stream_id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(unavailable("reading the stream version"))?;
+    let actual: i64 = conn
+        .prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?1")
+        .and_then(|mut q| q.query_row([&request.stream_id], |r| r.get(0)))
+        .map_err(fail("reading the stream version"))?;
     if to_u64(actual) != request.expected.0 {
         return Err(AppendError::Conflict {
             stream_id: request.stream_id.clone(),
@@ -106,53 +111,54 @@ async fn append_in(
         });
     }
     if let Some(idem) = &request.idempotency {
-        let existing =
-            sqlx::query("SELECT stream_id, fingerprint FROM idempotency_keys WHERE key = ?")
-                .bind(&idem.key)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(unavailable("reading an idempotency key"))?;
-        if let Some(row) = existing {
+        let existing = conn
+            .prepare_cached("SELECT stream_id, fingerprint FROM idempotency_keys WHERE key = ?1")
+            .and_then(|mut q| {
+                q.query_row([&idem.key], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(fail("reading an idempotency key"))?;
+        if let Some((stream_id, fingerprint)) = existing {
             return Err(AppendError::DuplicateIdempotencyKey(IdempotencyRecord {
                 key: idem.key.clone(),
-                stream_id: row.get(0),
-                fingerprint: row.get(1),
+                stream_id,
+                fingerprint,
             }));
         }
-        sqlx::query("INSERT INTO idempotency_keys (key, stream_id, fingerprint) VALUES (?, ?, ?)")
-            .bind(&idem.key)
-            .bind(&idem.stream_id)
-            .bind(&idem.fingerprint)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable("storing an idempotency key"))?;
+        conn.prepare_cached(
+            "INSERT INTO idempotency_keys (key, stream_id, fingerprint) VALUES (?1, ?2, ?3)",
+        )
+        .and_then(|mut q| q.execute([&idem.key, &idem.stream_id, &idem.fingerprint]))
+        .map_err(fail("storing an idempotency key"))?;
     }
     let mut last_position = 0;
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO events (event_id, stream_id, version, event_type, envelope) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(fail("appending an event"))?;
     for event in &request.events {
         let json = event.to_stored_json();
-        let inserted = sqlx::query(
-            "INSERT INTO events (event_id, stream_id, version, event_type, envelope) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(&event.event_id)
-        .bind(&request.stream_id)
-        .bind(to_i64(event.metadata.version))
-        .bind(&event.event_type)
-        .bind(&json)
-        .execute(&mut *tx)
-        .await;
+        let inserted = insert.execute(rusqlite::params![
+            event.event_id,
+            request.stream_id,
+            to_i64(event.metadata.version),
+            event.event_type,
+            json,
+        ]);
         match inserted {
-            Ok(done) => last_position = to_u64(done.last_insert_rowid()),
-            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+            Ok(_) => last_position = to_u64(conn.last_insert_rowid()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
                 return Err(AppendError::Invalid(format!(
                     "event id {} is already in the log",
                     event.event_id
                 )));
             }
-            Err(e) => return Err(unavailable("appending an event")(e).into()),
+            Err(e) => return Err(fail("appending an event")(e)),
         }
-        crate::outbox::write(&mut *tx, event, &json)
-            .await
-            .map_err(unavailable("writing an outbox row"))?;
+        crate::outbox::write(conn, event, &json).map_err(fail("writing an outbox row"))?;
     }
     Ok(Appended {
         version: request.expected.0 + request.events.len() as u64,
@@ -169,19 +175,31 @@ impl EventLog for SqliteEventLog {
             .unwrap_or_else(|| Err(StoreError::Unavailable("no answer to an append".into()).into()))
     }
 
-    /// One transaction for the lot; each request in its own savepoint, so one refused (a
-    /// version conflict) leaves the others in.
+    /// One job of the writer's next transaction for the lot; each request in its own savepoint,
+    /// so one refused (a version conflict) leaves the others in.
     async fn append_batch(
         &self,
         requests: Vec<AppendRequest>,
     ) -> Vec<Result<Appended, AppendError>> {
-        let done = match self.db.writer.begin().await {
-            Ok(tx) => {
-                crate::in_savepoints!(tx, &requests, |conn, request| append_in(conn, request))
-            }
-            Err(e) => Err(e),
-        };
-        done.unwrap_or_else(|e| super::failed_all(requests.len(), &unavailable("appending")(e)))
+        let n = requests.len();
+        let done = self
+            .db
+            .jobs
+            .run(move |conn| {
+                let mut results = Vec::with_capacity(requests.len());
+                for request in &requests {
+                    results.push(writer::savepoint(
+                        conn,
+                        |conn| append_in(conn, request),
+                        Result::is_ok,
+                    )?);
+                }
+                Ok::<_, WriteError>(results)
+            })
+            .await;
+        done.unwrap_or_else(|e| {
+            super::failed_all(n, &StoreError::Unavailable(format!("appending: {e}")))
+        })
     }
 
     async fn read_stream(

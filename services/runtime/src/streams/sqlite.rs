@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
 use tokio::sync::Notify;
 
 use super::{Entry, GroupStart, StreamError, StreamLog, parse_id};
 use crate::sqlite::Db;
+use crate::sqlite::writer::{WriteError, rusqlite};
+use rusqlite::OptionalExtension as _;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS entries (
@@ -43,7 +45,8 @@ CREATE TABLE IF NOT EXISTS pending (
 #[derive(Debug, Clone)]
 pub struct SqliteStreams {
     db: Db,
-    wake: Arc<Notify>,
+    /// One per stream: an append wakes the readers of its stream only.
+    wakes: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<Notify>>>>,
     /// Appends per stream since its length was last counted (counting is a scan: it is done
     /// once every twentieth of the cap, not on every append).
     since_count: Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>,
@@ -74,7 +77,7 @@ impl SqliteStreams {
             .map_err(|e| StreamError::Unavailable(format!("opening {}: {e}", path.display())))?;
         Ok(Self {
             db,
-            wake: Arc::new(Notify::new()),
+            wakes: Arc::default(),
             since_count: Arc::default(),
         })
     }
@@ -83,93 +86,31 @@ impl SqliteStreams {
         self.db.close().await;
     }
 
-    async fn group_position(
-        &self,
-        tx: &mut sqlx::SqliteConnection,
-        stream: &str,
-        group: &str,
-    ) -> Result<(i64, i64), StreamError> {
-        let row = sqlx::query("SELECT last_ms, last_seq FROM groups WHERE stream = ? AND grp = ?")
-            .bind(stream)
-            .bind(group)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(unavailable("reading a group"))?;
-        row.map(|r| (r.get(0), r.get(1)))
-            .ok_or_else(|| StreamError::NoGroup {
-                stream: stream.into(),
-                group: group.into(),
-            })
+    fn waker(&self, stream: &str) -> Arc<Notify> {
+        self.wakes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(stream.to_owned())
+            .or_default()
+            .clone()
     }
 
-    /// Appends one entry inside `tx`; trims the stream to about `max_len`.
-    async fn append_in(
-        &self,
-        tx: &mut sqlx::SqliteConnection,
-        stream: &str,
-        fields: &BTreeMap<String, String>,
-        max_len: Option<u64>,
-    ) -> Result<String, StreamError> {
-        let json =
-            serde_json::to_string(fields).map_err(|e| StreamError::Unavailable(e.to_string()))?;
-        let last: Option<(i64, i64)> = sqlx::query(
-            "SELECT ms, seq FROM entries WHERE stream = ? ORDER BY ms DESC, seq DESC LIMIT 1",
-        )
-        .bind(stream)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(unavailable("appending"))?
-        .map(|r| (r.get(0), r.get(1)));
-        let now = now_ms();
-        let (ms, seq) = match last {
-            Some((ms, seq)) if ms >= now => (ms, seq + 1),
-            _ => (now, 0),
-        };
-        sqlx::query("INSERT INTO entries (stream, ms, seq, fields) VALUES (?, ?, ?, ?)")
-            .bind(stream)
-            .bind(ms)
-            .bind(seq)
-            .bind(json)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable("appending"))?;
-        if let Some(cap) = max_len {
-            let due = {
-                let mut counts = self
-                    .since_count
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let n = counts.entry(stream.to_owned()).or_insert(u64::MAX - 1);
-                *n = n.saturating_add(1);
-                if *n >= (cap / 20).max(1) {
-                    *n = 0;
-                    true
-                } else {
-                    false
-                }
-            };
-            // Approximate, like MAXLEN ~: trim only once the stream is 10% over its cap.
-            if due {
-                let len: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM entries WHERE stream = ?")
-                    .bind(stream)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(unavailable("trimming"))?;
-                let cap = i64::try_from(cap).unwrap_or(i64::MAX);
-                if len > cap + cap / 10 {
-                    sqlx::query("DELETE FROM entries WHERE stream = ? AND (ms, seq) IN (SELECT ms, seq FROM entries WHERE stream = ? ORDER BY ms, seq LIMIT ?)")
-                        .bind(stream)
-                        .bind(stream)
-                        .bind(len - cap)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(unavailable("trimming"))?;
-                }
-            }
+    /// Whether this append of `stream` is the one that counts the stream's length (counting
+    /// is a scan: it is done once every twentieth of the cap, not on every append).
+    fn count_due(&self, stream: &str, cap: u64) -> bool {
+        let mut counts = self
+            .since_count
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = counts.entry(stream.to_owned()).or_insert(u64::MAX - 1);
+        *n = n.saturating_add(1);
+        if *n >= (cap / 20).max(1) {
+            *n = 0;
+            true
+        } else {
+            false
         }
-        Ok(format!("{ms}-{seq}"))
     }
-
     async fn read_new(
         &self,
         stream: &str,
@@ -177,47 +118,116 @@ impl SqliteStreams {
         consumer: &str,
         count: usize,
     ) -> Result<Vec<Entry>, StreamError> {
-        let mut tx = self
-            .db
-            .writer
-            .begin()
+        let (stream, group, consumer) = (stream.to_owned(), group.to_owned(), consumer.to_owned());
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        self.db
+            .jobs
+            .run(move |conn| {
+                let (ms, seq) = group_position(conn, &stream, &group)?;
+                let rows: Vec<(i64, i64, String)> = conn
+                    .prepare_cached("SELECT ms, seq, fields FROM entries WHERE stream = ?1 AND (ms, seq) > (?2, ?3) ORDER BY ms, seq LIMIT ?4")
+                    .and_then(|mut q| {
+                        q.query_map(rusqlite::params![stream, ms, seq, count], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                        })?
+                        .collect()
+                    })
+                    .map_err(failed("reading a group"))?;
+                if let Some(&(last_ms, last_seq, _)) = rows.last() {
+                    let now = now_ms();
+                    let mut pend = conn
+                        .prepare_cached("INSERT OR REPLACE INTO pending (stream, grp, ms, seq, consumer, delivered_at, deliveries) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)")
+                        .map_err(failed("recording pending entries"))?;
+                    for (ms, seq, _) in &rows {
+                        pend.execute(rusqlite::params![stream, group, ms, seq, consumer, now])
+                            .map_err(failed("recording pending entries"))?;
+                    }
+                    conn.prepare_cached("UPDATE groups SET last_ms = ?1, last_seq = ?2 WHERE stream = ?3 AND grp = ?4")
+                        .and_then(|mut q| q.execute(rusqlite::params![last_ms, last_seq, stream, group]))
+                        .map_err(failed("moving a group"))?;
+                }
+                Ok(rows
+                    .into_iter()
+                    .map(|(ms, seq, fields)| entry_of(ms, seq, &fields))
+                    .collect())
+            })
             .await
-            .map_err(unavailable("reading a group"))?;
-        let (ms, seq) = self.group_position(&mut tx, stream, group).await?;
-        let rows = sqlx::query("SELECT ms, seq, fields FROM entries WHERE stream = ? AND (ms, seq) > (?, ?) ORDER BY ms, seq LIMIT ?")
-            .bind(stream)
-            .bind(ms)
-            .bind(seq)
-            .bind(i64::try_from(count).unwrap_or(i64::MAX))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(unavailable("reading a group"))?;
-        if let Some(last) = rows.last() {
-            let now = now_ms();
-            for row in &rows {
-                sqlx::query("INSERT OR REPLACE INTO pending (stream, grp, ms, seq, consumer, delivered_at, deliveries) VALUES (?, ?, ?, ?, ?, ?, 1)")
-                    .bind(stream)
-                    .bind(group)
-                    .bind(row.get::<i64, _>("ms"))
-                    .bind(row.get::<i64, _>("seq"))
-                    .bind(consumer)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable("recording pending entries"))?;
-            }
-            sqlx::query("UPDATE groups SET last_ms = ?, last_seq = ? WHERE stream = ? AND grp = ?")
-                .bind(last.get::<i64, _>("ms"))
-                .bind(last.get::<i64, _>("seq"))
-                .bind(stream)
-                .bind(group)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable("moving a group"))?;
-        }
-        tx.commit().await.map_err(unavailable("reading a group"))?;
-        Ok(rows.iter().map(entry).collect())
     }
+}
+
+fn failed(context: &'static str) -> impl Fn(rusqlite::Error) -> StreamError {
+    move |e| StreamError::Unavailable(format!("{context}: {e}"))
+}
+
+impl From<WriteError> for StreamError {
+    fn from(e: WriteError) -> Self {
+        Self::Unavailable(e.0)
+    }
+}
+
+fn entry_of(ms: i64, seq: i64, fields: &str) -> Entry {
+    Entry {
+        id: format!("{ms}-{seq}"),
+        fields: serde_json::from_str(fields).unwrap_or_default(),
+    }
+}
+
+fn group_position(
+    conn: &rusqlite::Connection,
+    stream: &str,
+    group: &str,
+) -> Result<(i64, i64), StreamError> {
+    conn.prepare_cached("SELECT last_ms, last_seq FROM groups WHERE stream = ?1 AND grp = ?2")
+        .and_then(|mut q| {
+            q.query_row([stream, group], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(failed("reading a group"))?
+        .ok_or_else(|| StreamError::NoGroup {
+            stream: stream.into(),
+            group: group.into(),
+        })
+}
+
+/// Appends one entry inside the writer's transaction; with `trim_to`, trims the stream to
+/// about that many entries (like MAXLEN ~: only once it is 10% over).
+fn append_in(
+    conn: &rusqlite::Connection,
+    stream: &str,
+    fields: &str,
+    trim_to: Option<i64>,
+) -> Result<String, StreamError> {
+    let fail = failed("appending");
+    let last: Option<(i64, i64)> = conn
+        .prepare_cached(
+            "SELECT ms, seq FROM entries WHERE stream = ?1 ORDER BY ms DESC, seq DESC LIMIT 1",
+        )
+        .and_then(|mut q| {
+            q.query_row([stream], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(&fail)?;
+    let now = now_ms();
+    let (ms, seq) = match last {
+        Some((ms, seq)) if ms >= now => (ms, seq + 1),
+        _ => (now, 0),
+    };
+    conn.prepare_cached("INSERT INTO entries (stream, ms, seq, fields) VALUES (?1, ?2, ?3, ?4)")
+        .and_then(|mut q| q.execute(rusqlite::params![stream, ms, seq, fields]))
+        .map_err(&fail)?;
+    if let Some(cap) = trim_to {
+        let trim = failed("trimming");
+        let len: i64 = conn
+            .prepare_cached("SELECT COUNT(*) FROM entries WHERE stream = ?1")
+            .and_then(|mut q| q.query_row([stream], |r| r.get(0)))
+            .map_err(&trim)?;
+        if len > cap + cap / 10 {
+            conn.prepare_cached("DELETE FROM entries WHERE stream = ?1 AND (ms, seq) IN (SELECT ms, seq FROM entries WHERE stream = ?1 ORDER BY ms, seq LIMIT ?2)")
+                .and_then(|mut q| q.execute(rusqlite::params![stream, len - cap]))
+                .map_err(&trim)?;
+        }
+    }
+    Ok(format!("{ms}-{seq}"))
 }
 
 #[async_trait]
@@ -228,15 +238,18 @@ impl StreamLog for SqliteStreams {
         fields: &BTreeMap<String, String>,
         max_len: Option<u64>,
     ) -> Result<String, StreamError> {
-        let mut tx = self
+        let json =
+            serde_json::to_string(fields).map_err(|e| StreamError::Unavailable(e.to_string()))?;
+        let trim_to = max_len
+            .filter(|cap| self.count_due(stream, *cap))
+            .map(|cap| i64::try_from(cap).unwrap_or(i64::MAX));
+        let owned = stream.to_owned();
+        let id = self
             .db
-            .writer
-            .begin()
-            .await
-            .map_err(unavailable("appending"))?;
-        let id = self.append_in(&mut tx, stream, fields, max_len).await?;
-        tx.commit().await.map_err(unavailable("appending"))?;
-        self.wake.notify_waiters();
+            .jobs
+            .run(move |conn| append_in(conn, &owned, &json, trim_to))
+            .await?;
+        self.waker(stream).notify_waiters();
         Ok(id)
     }
 
@@ -248,17 +261,29 @@ impl StreamLog for SqliteStreams {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut tx = self
-            .db
-            .writer
-            .begin()
-            .await
-            .map_err(unavailable("appending"))?;
+        let mut rows = Vec::with_capacity(entries.len());
         for (stream, fields) in entries {
-            self.append_in(&mut tx, stream, fields, max_len).await?;
+            let json = serde_json::to_string(fields)
+                .map_err(|e| StreamError::Unavailable(e.to_string()))?;
+            let trim_to = max_len
+                .filter(|cap| self.count_due(stream, *cap))
+                .map(|cap| i64::try_from(cap).unwrap_or(i64::MAX));
+            rows.push((stream.clone(), json, trim_to));
         }
-        tx.commit().await.map_err(unavailable("appending"))?;
-        self.wake.notify_waiters();
+        self.db
+            .jobs
+            .run(move |conn| {
+                for (stream, json, trim_to) in &rows {
+                    append_in(conn, stream, json, *trim_to)?;
+                }
+                Ok::<_, StreamError>(())
+            })
+            .await?;
+        let streams: std::collections::BTreeSet<&str> =
+            entries.iter().map(|(s, _)| s.as_str()).collect();
+        for stream in streams {
+            self.waker(stream).notify_waiters();
+        }
         Ok(())
     }
 
@@ -268,28 +293,25 @@ impl StreamLog for SqliteStreams {
         group: &str,
         start: GroupStart,
     ) -> Result<(), StreamError> {
-        let (ms, seq): (i64, i64) = match start {
-            GroupStart::Beginning => (-1, -1),
-            GroupStart::End => sqlx::query(
-                "SELECT ms, seq FROM entries WHERE stream = ? ORDER BY ms DESC, seq DESC LIMIT 1",
-            )
-            .bind(stream)
-            .fetch_optional(&self.db.writer)
+        let (stream, group) = (stream.to_owned(), group.to_owned());
+        self.db
+            .jobs
+            .run(move |conn| {
+                let fail = failed("creating a group");
+                let (ms, seq): (i64, i64) = match start {
+                    GroupStart::Beginning => (-1, -1),
+                    GroupStart::End => conn
+                        .prepare_cached("SELECT ms, seq FROM entries WHERE stream = ?1 ORDER BY ms DESC, seq DESC LIMIT 1")
+                        .and_then(|mut q| q.query_row([&stream], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+                        .map_err(&fail)?
+                        .unwrap_or((-1, -1)),
+                };
+                conn.prepare_cached("INSERT OR IGNORE INTO groups (stream, grp, last_ms, last_seq) VALUES (?1, ?2, ?3, ?4)")
+                    .and_then(|mut q| q.execute(rusqlite::params![stream, group, ms, seq]))
+                    .map_err(&fail)?;
+                Ok(())
+            })
             .await
-            .map_err(unavailable("creating a group"))?
-            .map_or((-1, -1), |r| (r.get::<i64, _>(0), r.get::<i64, _>(1))),
-        };
-        sqlx::query(
-            "INSERT OR IGNORE INTO groups (stream, grp, last_ms, last_seq) VALUES (?, ?, ?, ?)",
-        )
-        .bind(stream)
-        .bind(group)
-        .bind(ms)
-        .bind(seq)
-        .execute(&self.db.writer)
-        .await
-        .map_err(unavailable("creating a group"))?;
-        Ok(())
     }
 
     async fn read_group(
@@ -301,8 +323,9 @@ impl StreamLog for SqliteStreams {
         block: Duration,
     ) -> Result<Vec<Entry>, StreamError> {
         let deadline = tokio::time::Instant::now() + block;
+        let waker = self.waker(stream);
         loop {
-            let woken = self.wake.notified();
+            let woken = waker.notified();
             let got = self.read_new(stream, group, consumer, count).await?;
             let now = tokio::time::Instant::now();
             if !got.is_empty() || now >= deadline {
@@ -313,29 +336,26 @@ impl StreamLog for SqliteStreams {
     }
 
     async fn ack(&self, stream: &str, group: &str, ids: &[String]) -> Result<u64, StreamError> {
-        let mut acked = 0;
-        let mut tx = self
-            .db
-            .writer
-            .begin()
+        let ids = ids
+            .iter()
+            .map(|id| parse_id(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (stream, group) = (stream.to_owned(), group.to_owned());
+        self.db
+            .jobs
+            .run(move |conn| {
+                let mut delete = conn
+                    .prepare_cached("DELETE FROM pending WHERE stream = ?1 AND grp = ?2 AND ms = ?3 AND seq = ?4")
+                    .map_err(failed("acking"))?;
+                let mut acked = 0;
+                for (ms, seq) in ids {
+                    acked += delete
+                        .execute(rusqlite::params![stream, group, ms, seq])
+                        .map_err(failed("acking"))? as u64;
+                }
+                Ok(acked)
+            })
             .await
-            .map_err(unavailable("acking"))?;
-        for id in ids {
-            let (ms, seq) = parse_id(id)?;
-            acked += sqlx::query(
-                "DELETE FROM pending WHERE stream = ? AND grp = ? AND ms = ? AND seq = ?",
-            )
-            .bind(stream)
-            .bind(group)
-            .bind(ms)
-            .bind(seq)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable("acking"))?
-            .rows_affected();
-        }
-        tx.commit().await.map_err(unavailable("acking"))?;
-        Ok(acked)
     }
 
     async fn claim_idle(
@@ -348,54 +368,40 @@ impl StreamLog for SqliteStreams {
     ) -> Result<Vec<Entry>, StreamError> {
         let now = now_ms();
         let idle_before = now - i64::try_from(min_idle.as_millis()).unwrap_or(i64::MAX);
-        let mut tx = self
-            .db
-            .writer
-            .begin()
+        let (stream, group, consumer) = (stream.to_owned(), group.to_owned(), consumer.to_owned());
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        self.db
+            .jobs
+            .run(move |conn| {
+                let fail = failed("claiming");
+                let rows: Vec<(Option<i64>, Option<i64>, Option<String>)> = conn
+                    .prepare_cached(
+                        "SELECT e.ms, e.seq, e.fields FROM pending p LEFT JOIN entries e ON e.stream = p.stream AND e.ms = p.ms AND e.seq = p.seq \
+                         WHERE p.stream = ?1 AND p.grp = ?2 AND p.delivered_at <= ?3 ORDER BY p.ms, p.seq LIMIT ?4",
+                    )
+                    .and_then(|mut q| {
+                        q.query_map(rusqlite::params![stream, group, idle_before, count], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                        })?
+                        .collect()
+                    })
+                    .map_err(&fail)?;
+                let mut out = Vec::new();
+                let mut take = conn
+                    .prepare_cached("UPDATE pending SET consumer = ?1, delivered_at = ?2, deliveries = deliveries + 1 \
+                                     WHERE stream = ?3 AND grp = ?4 AND ms = ?5 AND seq = ?6")
+                    .map_err(&fail)?;
+                for row in rows {
+                    // An entry trimmed away while pending has nothing left to hand out.
+                    if let (Some(ms), Some(seq), Some(fields)) = row {
+                        take.execute(rusqlite::params![consumer, now, stream, group, ms, seq])
+                            .map_err(&fail)?;
+                        out.push(entry_of(ms, seq, &fields));
+                    }
+                }
+                Ok(out)
+            })
             .await
-            .map_err(unavailable("claiming"))?;
-        let rows = sqlx::query(
-            "SELECT e.ms, e.seq, e.fields FROM pending p LEFT JOIN entries e ON e.stream = p.stream AND e.ms = p.ms AND e.seq = p.seq \
-             WHERE p.stream = ? AND p.grp = ? AND p.delivered_at <= ? ORDER BY p.ms, p.seq LIMIT ?",
-        )
-        .bind(stream)
-        .bind(group)
-        .bind(idle_before)
-        .bind(i64::try_from(count).unwrap_or(i64::MAX))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(unavailable("claiming"))?;
-        let mut out = Vec::new();
-        let mut ids: Vec<(i64, i64)> = Vec::new();
-        for row in &rows {
-            // An entry trimmed away while pending has nothing left to hand out.
-            if let (Ok(ms), Ok(seq)) = (row.try_get::<i64, _>("ms"), row.try_get::<i64, _>("seq")) {
-                ids.push((ms, seq));
-                out.push(entry(row));
-            }
-        }
-        if !ids.is_empty() {
-            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE pending SET consumer = ");
-            q.push_bind(consumer)
-                .push(", delivered_at = ")
-                .push_bind(now)
-                .push(", deliveries = deliveries + 1 WHERE stream = ");
-            q.push_bind(stream)
-                .push(" AND grp = ")
-                .push_bind(group)
-                .push(" AND (ms, seq) IN (");
-            let mut list = q.separated(", ");
-            for (ms, seq) in &ids {
-                list.push(format!("({ms}, {seq})"));
-            }
-            q.push(")");
-            q.build()
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable("claiming"))?;
-        }
-        tx.commit().await.map_err(unavailable("claiming"))?;
-        Ok(out)
     }
 
     async fn own_pending(
@@ -413,7 +419,7 @@ impl StreamLog for SqliteStreams {
         .bind(group)
         .bind(consumer)
         .bind(i64::try_from(count).unwrap_or(i64::MAX))
-        .fetch_all(&self.db.writer)
+        .fetch_all(&self.db.reader)
         .await
         .map_err(unavailable("reading own pending entries"))?;
         Ok(rows.iter().map(entry).collect())

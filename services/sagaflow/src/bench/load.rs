@@ -389,7 +389,12 @@ pub struct Lag {
     pub load: Phase,
     /// Creates the open loop could not issue on time (too many in flight).
     pub late: u64,
+    /// The last of the three stages, per complaint.
     pub lags: Samples,
+    /// Each stage alone: so that a slow stage names itself.
+    pub archived: Samples,
+    pub audited: Samples,
+    pub notified: Samples,
     /// Complaints whose pipeline did not finish within the drain timeout.
     pub unfinished: usize,
 }
@@ -507,8 +512,12 @@ pub async fn lag(
         .context("the event store feed reader panicked")??;
     let seen = std::mem::take(&mut *seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
 
-    // Audited and notified: the services' own times, read once each has finished.
+    // Audited and notified: the services' own times, read once each has finished. They get a
+    // drain timeout of their own: a slow archive must not make every later stage look unfinished.
+    let deadline = Instant::now() + drain;
     let mut lags = Samples::default();
+    let (mut archived_lags, mut audited_lags, mut notified_lags) =
+        (Samples::default(), Samples::default(), Samples::default());
     let mut unfinished = 0;
     for a in &acked {
         let Some((archived_at, event_id)) = seen.get(&a.id) else {
@@ -520,7 +529,11 @@ pub async fn lag(
                 let archived = archived_at.saturating_duration_since(a.at);
                 let own =
                     |ms: i64| Duration::from_millis(u64::try_from(ms - a.wall_ms).unwrap_or(0));
-                lags.push(archived.max(own(audited_ms)).max(own(notified_ms)));
+                let (audited, notified) = (own(audited_ms), own(notified_ms));
+                archived_lags.push(archived);
+                audited_lags.push(audited);
+                notified_lags.push(notified);
+                lags.push(archived.max(audited).max(notified));
             }
             None => unfinished += 1,
         }
@@ -536,6 +549,9 @@ pub async fn lag(
         load,
         late,
         lags,
+        archived: archived_lags,
+        audited: audited_lags,
+        notified: notified_lags,
         unfinished,
     })
 }

@@ -26,8 +26,16 @@ pub enum Scenario {
     Create,
     Saga,
     Lag,
+    /// The highest arrival rate at which lag p99 stays within 100 ms (a search of lag runs).
+    Sustained,
     List,
+    /// With --embedded: creates on a second all-in-one whose relays are paused, so that only
+    /// the command path runs (what a bare command benchmark measures).
+    CreateAlone,
 }
+
+/// The sustained rate's bound on lag p99 (SPEC section 10).
+pub const SUSTAINED_P99_MS: f64 = 100.0;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -62,8 +70,15 @@ pub struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     pub max_requests: u64,
     /// Which scenarios run.
-    #[arg(long, value_delimiter = ',', default_value = "create,saga,lag,list")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "create,saga,lag,sustained,list,create-alone"
+    )]
     pub scenarios: Vec<Scenario>,
+    /// How many lag runs the sustained search makes (a bisection below the create rate).
+    #[arg(long, default_value_t = 5)]
+    pub sustained_probes: u32,
     /// The lag scenario's arrival rate per second (default: half the create scenario's rate).
     #[arg(long)]
     pub rate: Option<f64>,
@@ -90,8 +105,13 @@ pub struct Report {
     pub saga: Option<SagaReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lag: Option<LagReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sustained: Option<SustainedReport>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub list: Vec<ListReport>,
+    /// Creates with the relays paused: the command path alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub create_alone: Option<RateReport>,
     /// The last list size's p99 over the first's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub list_p99_growth: Option<f64>,
@@ -165,8 +185,33 @@ pub struct LagReport {
     pub unfinished: usize,
     #[serde(flatten)]
     pub lag: Option<Percentiles>,
+    /// Each stage alone, from the 201: so that a slow stage names itself.
+    pub stages: LagStages,
     /// The creates' own latency at that rate.
     pub create_latency: Option<Percentiles>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LagStages {
+    /// Seen on the event store's global feed.
+    pub archived: Option<Percentiles>,
+    /// The audit entry's `recordedAt`.
+    pub audited: Option<Percentiles>,
+    /// The last of its mails' `sentAt`.
+    pub notified: Option<Percentiles>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SustainedReport {
+    /// The highest arrival rate of the search whose lag p99 was within the bound with
+    /// nothing unfinished, late or failed (0 when none was).
+    pub per_second: f64,
+    pub ratio_to_baseline: Option<f64>,
+    pub p99_bound_ms: f64,
+    /// Every lag run of the search, in order.
+    pub probes: Vec<LagReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -232,7 +277,7 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
             .context("the system to measure is not running (start it, or use --embedded)")?;
         (None, targets)
     };
-    let result = measure(
+    let mut result = measure(
         &args,
         duration,
         drain,
@@ -241,8 +286,26 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         targets,
     )
     .await;
+    let was_embedded = embedded.is_some();
     if let Some(e) = embedded {
         e.stop().await;
+    }
+    if let Ok(report) = &mut result
+        && args.scenarios.contains(&Scenario::CreateAlone)
+    {
+        if was_embedded {
+            if !args.json {
+                eprintln!(
+                    "bench: create-alone: POST /api/complaints on an all-in-one with its relays paused"
+                );
+            }
+            report.create_alone =
+                Some(create_alone(&args, duration, report.baseline.per_second).await?);
+        } else if !args.json {
+            eprintln!(
+                "bench: create-alone needs --embedded (it starts its own all-in-one); not run"
+            );
+        }
     }
     result
 }
@@ -299,7 +362,9 @@ async fn measure(
         create: None,
         saga: None,
         lag: None,
+        sustained: None,
         list: Vec::new(),
+        create_alone: None,
         list_p99_growth: None,
         memory: None,
     };
@@ -357,15 +422,39 @@ async fn measure(
             "lag: creates at {r:.0}/s, 201 → archived, audited, notified"
         ));
         let lag = load::lag(&driver, r, duration, args.max_requests, c * 4, drain).await?;
-        report.lag = Some(LagReport {
-            rate: (lag.rate * 10.0).round() / 10.0,
-            per_second: rate(lag.load.ok, lag.load.elapsed),
-            complaints: lag.load.ok,
-            errors: lag.load.error_count(),
-            late: lag.late,
-            unfinished: lag.unfinished,
-            lag: lag.lags.percentiles(),
-            create_latency: lag.load.latencies.percentiles(),
+        report.lag = Some(lag_report(&lag));
+        driver.quiesce(drain).await?;
+    }
+    if wants(Scenario::Sustained) {
+        let top = report
+            .create
+            .as_ref()
+            .map(|c| c.per_second)
+            .filter(|r| *r > 0.0)
+            .unwrap_or(base_rate);
+        let (mut good, mut bad) = (0.0_f64, top);
+        let mut probes = Vec::new();
+        let mut r = top / 2.0;
+        for _ in 0..args.sustained_probes {
+            say(format!(
+                "sustained: creates at {r:.0}/s, lag p99 within {SUSTAINED_P99_MS} ms?"
+            ));
+            let lag = load::lag(&driver, r, duration, args.max_requests, c * 4, drain).await?;
+            let probe = lag_report(&lag);
+            if keeps_up(&probe) {
+                good = r;
+            } else {
+                bad = r;
+            }
+            probes.push(probe);
+            driver.quiesce(drain).await?;
+            r = (good + bad) / 2.0;
+        }
+        report.sustained = Some(SustainedReport {
+            per_second: (good * 10.0).round() / 10.0,
+            ratio_to_baseline: ratio(good, base_rate),
+            p99_bound_ms: SUSTAINED_P99_MS,
+            probes,
         });
     }
     if wants(Scenario::List) {
@@ -416,6 +505,69 @@ async fn measure(
             rss_mib: now,
         });
     Ok(report)
+}
+
+/// The command path alone: creates on a second all-in-one (a data directory of its own, the
+/// same `DATABASE_URL`) whose relays are paused, from the same clients for the same time.
+/// It runs last, after the system measured above has stopped: what it leaves in the outbox
+/// is relayed when a system next starts on that store.
+async fn create_alone(
+    args: &Args,
+    duration: Duration,
+    base_rate: f64,
+) -> anyhow::Result<RateReport> {
+    let dir = std::env::temp_dir().join(format!("sagaflow-bench-alone-{}", std::process::id()));
+    let (alone, targets) = Embedded::start_with(Some(&dir), &["--relays-paused"]).await?;
+    let result = async {
+        let driver = load::Driver::new(targets, args.concurrency)?;
+        let (phase, _) =
+            load::closed_loop(args.concurrency, duration, args.max_requests, move || {
+                let d = driver.clone();
+                async move { d.create().await.map(|_| ()) }
+            })
+            .await;
+        let per_second = rate(phase.ok, phase.elapsed);
+        anyhow::Ok(RateReport {
+            requests: phase.ok,
+            errors: phase.error_count(),
+            per_second,
+            latency: phase.latencies.percentiles(),
+            ratio_to_baseline: ratio(per_second, base_rate),
+            error_kinds: phase.errors,
+        })
+    }
+    .await;
+    alone.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn lag_report(lag: &load::Lag) -> LagReport {
+    LagReport {
+        rate: (lag.rate * 10.0).round() / 10.0,
+        per_second: rate(lag.load.ok, lag.load.elapsed),
+        complaints: lag.load.ok,
+        errors: lag.load.error_count(),
+        late: lag.late,
+        unfinished: lag.unfinished,
+        lag: lag.lags.percentiles(),
+        stages: LagStages {
+            archived: lag.archived.percentiles(),
+            audited: lag.audited.percentiles(),
+            notified: lag.notified.percentiles(),
+        },
+        create_latency: lag.load.latencies.percentiles(),
+    }
+}
+
+/// Whether a lag run kept up: every create answered on time and settled, lag p99 within the
+/// bound.
+pub fn keeps_up(l: &LagReport) -> bool {
+    l.complaints > 0
+        && l.errors == 0
+        && l.late == 0
+        && l.unfinished == 0
+        && l.lag.is_some_and(|p| p.p99_ms <= SUSTAINED_P99_MS)
 }
 
 /// The report as a table.
@@ -477,6 +629,40 @@ pub fn table(r: &Report) -> String {
             ms(&l.lag),
             format!("{} unfinished", l.unfinished)
         ));
+        for (stage, p) in [
+            ("archived", &l.stages.archived),
+            ("audited", &l.stages.audited),
+            ("notified", &l.stages.notified),
+        ] {
+            out.push_str(&format!(
+                "{:<34} {:>10} {}\n",
+                format!("  lag 201→{stage}"),
+                "",
+                ms(p)
+            ));
+        }
+    }
+    if let Some(s) = &r.sustained {
+        out.push_str(&format!(
+            "{:<34} {:>10.1} {:>29} {:>12}\n",
+            format!("sustained (lag p99 ≤ {} ms)", s.p99_bound_ms),
+            s.per_second,
+            "",
+            x(s.ratio_to_baseline)
+        ));
+        for p in &s.probes {
+            out.push_str(&format!(
+                "{:<34} {:>10.1} {} {:>12}\n",
+                format!("  probe at {}/s", p.rate),
+                p.per_second,
+                ms(&p.lag),
+                if keeps_up(p) {
+                    "kept up".to_owned()
+                } else {
+                    format!("no ({} unfinished)", p.unfinished)
+                }
+            ));
+        }
     }
     for l in &r.list {
         out.push_str(&format!(
@@ -488,6 +674,15 @@ pub fn table(r: &Report) -> String {
     }
     if let Some(g) = r.list_p99_growth {
         out.push_str(&format!("list p99, largest over smallest store: {g:.2}×\n"));
+    }
+    if let Some(c) = &r.create_alone {
+        out.push_str(&format!(
+            "{:<34} {:>10.1} {} {:>12}\n",
+            format!("create, relays paused ({} ok)", c.requests),
+            c.per_second,
+            ms(&c.latency),
+            x(c.ratio_to_baseline)
+        ));
     }
     if let Some(m) = &r.memory {
         out.push_str(&format!(

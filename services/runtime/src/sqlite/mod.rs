@@ -1,5 +1,9 @@
 //! Opening embedded SQLite databases: WAL, `synchronous=FULL` (an acknowledged commit survives
 //! `kill -9` and power loss), one writer connection and a few readers.
+//!
+//! - [`writer`]: the writer thread every write of a database goes through, group-committed.
+
+pub mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -9,10 +13,12 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-/// A database file with a single-connection writer pool (so writers never fight over the lock)
+/// A database file: its writer thread ([`writer::Writer`]: every write of the hot paths, group
+/// committed), a single-connection sqlx writer pool (schemas, migrations and the rare writes),
 /// and a reader pool.
 #[derive(Debug, Clone)]
 pub struct Db {
+    pub jobs: writer::Writer,
     pub writer: SqlitePool,
     pub reader: SqlitePool,
 }
@@ -44,21 +50,32 @@ impl Db {
         options: SqliteConnectOptions,
         schemas: &[&'static str],
     ) -> Result<Self, sqlx::Error> {
+        // A local file does not go away under an open connection: no ping before each use
+        // (it would cost one more round trip to the connection's thread per acquire).
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.clone())
             .await?;
         for &schema in schemas {
             sqlx::raw_sql(schema).execute(&writer).await?;
         }
+        let file = options.get_filename().to_path_buf();
+        let jobs =
+            writer::Writer::open(&file).map_err(|e| sqlx::Error::Configuration(e.0.into()))?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { writer, reader })
+        Ok(Self {
+            jobs,
+            writer,
+            reader,
+        })
     }
 
     /// Adds a column to a table made by an earlier version (`CREATE TABLE IF NOT EXISTS`
@@ -87,6 +104,7 @@ impl Db {
     }
 
     pub async fn close(&self) {
+        self.jobs.close().await;
         self.reader.close().await;
         self.writer.close().await;
     }

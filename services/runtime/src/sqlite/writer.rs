@@ -1,0 +1,389 @@
+//! One writer per embedded database: a thread of its own owns the file's write connection
+//! (rusqlite: statements run in that thread, with no hand-off per statement), and every write
+//! to the file is a job sent to it. The thread takes every job waiting, runs them in one
+//! transaction (each in a savepoint, so one that fails leaves the others in), commits once,
+//! and only then answers them: group commit for every writer of the file (commands, consumers,
+//! the relay, the sender), one disk flush for the lot, and nobody told "done" before that
+//! flush (`synchronous=FULL`).
+//!
+//! Reads do not go through it: a reader connection sees every commit once it returned (WAL).
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub use rusqlite;
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+/// The most jobs one transaction takes.
+const MAX_JOBS: usize = 512;
+
+/// Why a job did not run or did not commit.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct WriteError(pub String);
+
+impl From<WriteError> for crate::event_log::StoreError {
+    fn from(e: WriteError) -> Self {
+        Self::Unavailable(e.0)
+    }
+}
+
+impl From<rusqlite::Error> for WriteError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// What the thread calls once the transaction holding a job committed (`Ok`) or failed.
+type Settle = Box<dyn FnOnce(Result<(), WriteError>) + Send>;
+
+/// A job: runs against the connection (`Some`) and answers whether its writes stay, and how to
+/// settle it; or is told it cannot run (`None`).
+type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Settle) + Send>;
+
+enum Command {
+    Job(Job),
+    /// Finish what is queued, close the connection, answer.
+    Close(oneshot::Sender<()>),
+}
+
+/// The handle to a database's writer thread (cheap to clone; the thread stops when the last
+/// handle is dropped or [`Writer::close`] is called).
+#[derive(Clone)]
+pub struct Writer {
+    queue: mpsc::Sender<Command>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").field("path", &self.path).finish()
+    }
+}
+
+/// Opens `path`'s write connection as every embedded database is opened: WAL,
+/// `synchronous=FULL` (a commit that returned survives a crash or a power cut).
+fn connect(path: &Path) -> Result<Connection, WriteError> {
+    let conn = Connection::open(path)
+        .map_err(|e| WriteError(format!("opening {}: {e}", path.display())))?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(128);
+    Ok(conn)
+}
+
+impl Writer {
+    /// Starts the writer of the database at `path` (created if missing).
+    pub fn open(path: &Path) -> Result<Self, WriteError> {
+        let conn = connect(path)?;
+        let (queue, jobs) = mpsc::channel();
+        let name = path
+            .file_name()
+            .map_or_else(|| "db".into(), |n| n.to_string_lossy().into_owned());
+        std::thread::Builder::new()
+            .name(format!("sqlite-writer-{name}"))
+            .spawn(move || write(conn, jobs))
+            .map_err(|e| WriteError(format!("starting the writer of {}: {e}", path.display())))?;
+        Ok(Self {
+            queue,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn submit(&self, job: Job) -> Result<(), Job> {
+        self.queue.send(Command::Job(job)).map_err(|e| match e.0 {
+            Command::Job(job) => job,
+            Command::Close(_) => unreachable_job(),
+        })
+    }
+
+    /// Runs `f` in the writer's next transaction and answers once that transaction committed.
+    /// When `f` fails, its writes are rolled back (the other jobs of the transaction stay) and
+    /// its error is the answer.
+    pub async fn run<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<WriteError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    {
+        self.run_committed(f, |_| {}).await
+    }
+
+    /// [`Self::run`], with `on_commit` called on the writer's thread the moment the
+    /// transaction committed, before anyone is answered and before the next transaction: what
+    /// it does happens in commit order (an in-memory index of what the file holds, say).
+    pub async fn run_committed<T, E, F, C>(&self, f: F, on_commit: C) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<WriteError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        C: FnOnce(&T) + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel::<Result<T, E>>();
+        let job: Job = Box::new(move |conn| match conn {
+            None => {
+                let _ = reply.send(Err(WriteError("the writer stopped".into()).into()));
+                (false, Box::new(|_| {}))
+            }
+            Some(conn) => match f(conn) {
+                Ok(value) => (
+                    true,
+                    Box::new(move |committed: Result<(), WriteError>| {
+                        let answer = committed.map(|()| {
+                            on_commit(&value);
+                            value
+                        });
+                        let _ = reply.send(answer.map_err(E::from));
+                    }),
+                ),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    (false, Box::new(|_| {}))
+                }
+            },
+        });
+        if let Err(job) = self.submit(job) {
+            drop(job(None));
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(WriteError(format!("the writer of {} stopped", self.path.display())).into())
+        })
+    }
+
+    /// Runs `f` in the writer's next transaction without waiting for it: for writes whose loss
+    /// in a crash costs nothing but work done again (an ack: the message comes back, and
+    /// consumers skip what they applied). A failure is logged.
+    pub fn run_behind<F>(&self, what: &'static str, f: F)
+    where
+        F: FnOnce(&Connection) -> Result<(), WriteError> + Send + 'static,
+    {
+        let path = self.path.clone();
+        let job: Job = Box::new(move |conn| {
+            let Some(conn) = conn else {
+                tracing::warn!(db = %path.display(), what, "not written: the writer stopped");
+                return (false, Box::new(|_| {}));
+            };
+            match f(conn) {
+                Ok(()) => (
+                    true,
+                    Box::new(move |committed: Result<(), WriteError>| {
+                        if let Err(e) = committed {
+                            tracing::warn!(db = %path.display(), what, error = %e, "not written");
+                        }
+                    }),
+                ),
+                Err(e) => {
+                    tracing::warn!(db = %path.display(), what, error = %e, "not written");
+                    (false, Box::new(|_| {}))
+                }
+            }
+        });
+        if let Err(job) = self.submit(job) {
+            drop(job(None));
+        }
+    }
+
+    /// Finishes the jobs queued, then closes the connection.
+    pub async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.queue.send(Command::Close(done)).is_ok() {
+            let _ = closed.await;
+        }
+    }
+}
+
+fn unreachable_job() -> Job {
+    Box::new(|_| (false, Box::new(|_| {})))
+}
+
+/// The writer thread: takes what is queued, one transaction for it, answers after the commit.
+fn write(conn: Connection, commands: mpsc::Receiver<Command>) {
+    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_JOBS);
+    let mut closing = None;
+    while let Ok(first) = commands.recv() {
+        match first {
+            Command::Job(job) => jobs.push(job),
+            Command::Close(done) => closing = Some(done),
+        }
+        while closing.is_none() && jobs.len() < MAX_JOBS {
+            match commands.try_recv() {
+                Ok(Command::Job(job)) => jobs.push(job),
+                Ok(Command::Close(done)) => closing = Some(done),
+                Err(_) => break,
+            }
+        }
+        if !jobs.is_empty() {
+            transaction(&conn, &mut jobs);
+        }
+        if let Some(done) = closing.take() {
+            drop(conn);
+            let _ = done.send(());
+            // Jobs sent after the close fail: their senders see the queue gone.
+            return;
+        }
+    }
+}
+
+/// Runs `jobs` in one transaction, each in a savepoint, commits, settles them.
+fn transaction(conn: &Connection, jobs: &mut Vec<Job>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        tracing::warn!(error = %e, "a writer could not begin a transaction");
+        for job in jobs.drain(..) {
+            let (_, settle) = job(None);
+            settle(Err(WriteError(e.to_string())));
+        }
+        return;
+    }
+    let mut settles = Vec::with_capacity(jobs.len());
+    for job in jobs.drain(..) {
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            let (_, settle) = job(None);
+            settle(Err(WriteError(e.to_string())));
+            continue;
+        }
+        // A job that panics (it must not) loses its own answer, not the writer.
+        let Ok((keep, settle)) =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Some(conn))))
+        else {
+            tracing::error!("a write job panicked; its writes are rolled back");
+            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            continue;
+        };
+        let closed = if keep {
+            conn.execute_batch("RELEASE job")
+        } else {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")
+        };
+        match closed {
+            Ok(()) => settles.push((keep, settle)),
+            Err(e) => settle(Err(WriteError(e.to_string()))),
+        }
+    }
+    let committed = conn
+        .execute_batch("COMMIT")
+        .map_err(|e| WriteError(format!("committing: {e}")));
+    if committed.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for (keep, settle) in settles {
+        // A job that failed answered already; its settle does nothing.
+        settle(if keep { committed.clone() } else { Ok(()) });
+    }
+}
+
+/// Runs `f` in a savepoint of the current transaction: its writes stay when `keep` says so of
+/// its result, and are rolled back otherwise. For a job that handles a batch and must leave
+/// the items it refuses out.
+pub fn savepoint<T, E>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, E>,
+    keep: impl FnOnce(&Result<T, E>) -> bool,
+) -> Result<Result<T, E>, WriteError> {
+    conn.execute_batch("SAVEPOINT item")?;
+    let result = f(conn);
+    if keep(&result) {
+        conn.execute_batch("RELEASE item")?;
+    } else {
+        conn.execute_batch("ROLLBACK TO item; RELEASE item")?;
+    }
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(path: &Path) -> i64 {
+        let c = Connection::open(path).expect("open");
+        c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+            .expect("count")
+    }
+
+    #[tokio::test]
+    async fn a_failed_job_leaves_the_others_of_its_transaction_in() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("w.db");
+        let w = Writer::open(&path).expect("open");
+        w.run(|c| {
+            c.execute_batch("CREATE TABLE t (v INTEGER PRIMARY KEY)")
+                .map_err(WriteError::from)
+        })
+        .await
+        .expect("schema");
+        let jobs = (0..50).map(|i| {
+            let w = w.clone();
+            async move {
+                w.run(move |c| {
+                    c.execute("INSERT INTO t (v) VALUES (?1)", [i % 40])
+                        .map_err(WriteError::from)
+                })
+                .await
+            }
+        });
+        let results = futures::future::join_all(jobs).await;
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 40);
+        assert_eq!(
+            results.iter().filter(|r| r.is_err()).count(),
+            10,
+            "duplicates refused"
+        );
+        w.close().await;
+        assert_eq!(count(&path), 40, "every answered job is on disk");
+    }
+
+    #[tokio::test]
+    async fn a_write_behind_lands_before_a_later_job_answers() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("w.db");
+        let w = Writer::open(&path).expect("open");
+        w.run(|c| {
+            c.execute_batch("CREATE TABLE t (v INTEGER)")
+                .map_err(WriteError::from)
+        })
+        .await
+        .expect("schema");
+        w.run_behind("test", |c| {
+            c.execute("INSERT INTO t (v) VALUES (1)", [])
+                .map(|_| ())
+                .map_err(WriteError::from)
+        });
+        w.run(|c| {
+            Ok::<_, WriteError>(c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0))?)
+        })
+        .await
+        .map(|n| assert_eq!(n, 1))
+        .expect("read");
+        w.close().await;
+        let after = w
+            .run(|_| Ok::<_, WriteError>(()))
+            .await
+            .expect_err("closed");
+        assert!(after.0.contains("stopped"), "{after}");
+    }
+
+    #[tokio::test]
+    async fn a_savepoint_rolls_back_what_it_does_not_keep() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("w.db");
+        let w = Writer::open(&path).expect("open");
+        w.run(|c| {
+            c.execute_batch("CREATE TABLE t (v INTEGER)")?;
+            for v in 0..4 {
+                savepoint(
+                    c,
+                    |c| c.execute("INSERT INTO t (v) VALUES (?1)", [v]).map(|_| v),
+                    |r| r.as_ref().is_ok_and(|v| v % 2 == 0),
+                )??;
+            }
+            Ok::<_, WriteError>(())
+        })
+        .await
+        .expect("job");
+        w.close().await;
+        assert_eq!(count(&path), 2);
+    }
+}
