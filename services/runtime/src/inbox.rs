@@ -84,35 +84,37 @@ CREATE TABLE IF NOT EXISTS inbox_versions (
     /// Checks and records `event` inside the caller's transaction. The aggregate's row is
     /// locked, so two replicas handling events of one aggregate take turns.
     pub async fn claim(tx: &mut PgConnection, event: &Envelope) -> Result<Claim, sqlx::Error> {
-        // The aggregate's row, created at 0 when new and locked either way (a no-op update),
-        // with how far it got and whether the event was seen: one round trip.
-        let (last, seen): (i64, bool) = sqlx::query_as(
-            "WITH v AS (INSERT INTO inbox_versions (aggregate_id, version) VALUES ($1, 0) \
-                        ON CONFLICT (aggregate_id) DO UPDATE SET version = inbox_versions.version \
-                        RETURNING version) \
-             SELECT v.version, EXISTS (SELECT 1 FROM inbox WHERE event_id = $2) FROM v",
+        sqlx::query("INSERT INTO inbox_versions (aggregate_id, version) VALUES ($1, 0) ON CONFLICT (aggregate_id) DO NOTHING")
+            .bind(&event.aggregate_id)
+            .execute(&mut *tx)
+            .await?;
+        let last: i64 = sqlx::query_scalar(
+            "SELECT version FROM inbox_versions WHERE aggregate_id = $1 FOR UPDATE",
         )
         .bind(&event.aggregate_id)
-        .bind(&event.event_id)
         .fetch_one(&mut *tx)
         .await?;
+        let seen: Option<i32> = sqlx::query_scalar("SELECT 1 FROM inbox WHERE event_id = $1")
+            .bind(&event.event_id)
+            .fetch_optional(&mut *tx)
+            .await?;
         let last = u64::try_from(last).unwrap_or(0);
         let version = event.metadata.version;
-        if seen || version <= last {
+        if seen.is_some() || version <= last {
             return Ok(Claim::Duplicate);
         }
         if version > last + 1 {
             return Ok(Claim::TooEarly { expected: last + 1 });
         }
-        sqlx::query(
-            "WITH seen AS (INSERT INTO inbox (event_id) VALUES ($1)) \
-             UPDATE inbox_versions SET version = $3 WHERE aggregate_id = $2",
-        )
-        .bind(&event.event_id)
-        .bind(&event.aggregate_id)
-        .bind(i64::try_from(version).unwrap_or(i64::MAX))
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("INSERT INTO inbox (event_id) VALUES ($1)")
+            .bind(&event.event_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE inbox_versions SET version = $2 WHERE aggregate_id = $1")
+            .bind(&event.aggregate_id)
+            .bind(i64::try_from(version).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
         Ok(Claim::New)
     }
 }

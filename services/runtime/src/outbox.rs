@@ -1,6 +1,9 @@
 //! The transactional outbox: rows written in the same transaction as the state change that
 //! caused them, published later by the [`relay`](crate::relay).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use async_trait::async_trait;
 use sagaflow_domain::{AggregateType, Envelope};
 use sqlx::Row;
@@ -99,11 +102,19 @@ pub trait Outbox: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct SqliteOutbox {
     db: Db,
+    /// Every row up to this id is published (marked or about to be): the relay reads after
+    /// it, so a mark can be written behind, with the next commit of the file, instead of
+    /// costing the relay a commit of its own. A mark lost to a crash only means a row
+    /// published again, which consumers skip by event id.
+    published_through: Arc<AtomicU64>,
 }
 
 impl SqliteOutbox {
     pub fn new(db: Db) -> Self {
-        Self { db }
+        Self {
+            db,
+            published_through: Arc::default(),
+        }
     }
 }
 
@@ -113,10 +124,20 @@ fn unavailable(context: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
 
 /// Reads pending rows from any pool that holds an outbox.
 pub async fn pending(pool: &sqlx::SqlitePool, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+    pending_after(pool, 0, limit).await
+}
+
+/// Reads pending rows with an id above `after`.
+async fn pending_after(
+    pool: &sqlx::SqlitePool,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<OutboxRow>, StoreError> {
     let rows = sqlx::query(
         "SELECT id, event_id, aggregate_id, correlation_id, event_type, exchange, routing_key, stream, payload FROM outbox \
-         WHERE published_at IS NULL ORDER BY id LIMIT ?",
+         WHERE published_at IS NULL AND id > ? ORDER BY id LIMIT ?",
     )
+    .bind(i64::try_from(after).unwrap_or(i64::MAX))
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .fetch_all(pool)
     .await
@@ -142,34 +163,39 @@ impl Outbox for SqliteOutbox {
     async fn pending(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
         // A reader sees every commit once it returned (WAL); the writer stays free for the
         // commands and consumers that share this file.
-        pending(&self.db.reader, limit).await
+        let after = self.published_through.load(Ordering::Acquire);
+        pending_after(&self.db.reader, after, limit).await
     }
 
     async fn mark_published(&self, ids: &[u64]) -> Result<(), StoreError> {
+        // The relay publishes what `pending` gave it, lowest ids first, all or nothing.
+        if let Some(&last) = ids.iter().max() {
+            self.published_through.fetch_max(last, Ordering::AcqRel);
+        }
         let ids: Vec<i64> = ids
             .iter()
             .map(|id| i64::try_from(*id).unwrap_or(i64::MAX))
             .collect();
-        self.db
-            .jobs
-            .run(move |conn| {
-                let now = chrono::Utc::now().timestamp_millis();
-                let mut mark =
-                    conn.prepare_cached("UPDATE outbox SET published_at = ?1 WHERE id = ?2")?;
-                for id in ids {
-                    mark.execute([now, id])?;
-                }
-                Ok::<_, crate::sqlite::writer::WriteError>(())
-            })
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("marking the outbox: {e}")))
+        self.db.jobs.run_behind("marking the outbox", move |conn| {
+            let now = chrono::Utc::now().timestamp_millis();
+            let mut mark =
+                conn.prepare_cached("UPDATE outbox SET published_at = ?1 WHERE id = ?2")?;
+            for id in ids {
+                mark.execute([now, id])?;
+            }
+            Ok(())
+        });
+        Ok(())
     }
 
     async fn backlog(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
-            .fetch_one(&self.db.reader)
-            .await
-            .map_err(unavailable("counting the outbox"))?;
+        let after = self.published_through.load(Ordering::Acquire);
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL AND id > ?")
+                .bind(i64::try_from(after).unwrap_or(i64::MAX))
+                .fetch_one(&self.db.reader)
+                .await
+                .map_err(unavailable("counting the outbox"))?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 }

@@ -169,14 +169,24 @@ impl Relay {
             ));
             messages.push(message_with(row, body, traceparent));
         }
-        let sent = async {
-            self.bus.publish_all(&messages).await?;
-            self.streams
-                .append_all(&entries, self.stream_max_len)
-                .await?;
-            Ok::<(), RelayError>(())
-        }
-        .await;
+        // The exchange and the stream are written at once: neither waits for the other's
+        // commit (or confirm).
+        let sent = futures::future::try_join(
+            async {
+                self.bus
+                    .publish_all(&messages)
+                    .await
+                    .map_err(RelayError::from)
+            },
+            async {
+                self.streams
+                    .append_all(&entries, self.stream_max_len)
+                    .await
+                    .map_err(RelayError::from)
+            },
+        )
+        .await
+        .map(|_| ());
         let ids: Vec<u64> = rows.iter().map(|r| r.id).collect();
         if let Err(e) = sent {
             // Give the batch back for the next attempt (by any relay); what went out already

@@ -106,6 +106,46 @@ fn an_embedded_run_reports_every_figure_against_its_own_baseline() {
     assert!(lag["complaints"].as_u64() > Some(0), "{lag}");
     assert_eq!(lag["unfinished"], 0, "{lag}");
     ordered(lag, "lag");
+    for stage in ["archived", "audited", "notified"] {
+        ordered(&lag["stages"][stage], stage);
+        assert!(
+            f(&lag["stages"][stage]["p99Ms"]) <= f(&lag["p99Ms"]),
+            "a stage lags more than the whole: {lag}"
+        );
+    }
+
+    // The sustained rate: a bisection of lag runs below the create rate, the best one that
+    // kept up (lag p99 within 100 ms, nothing unfinished, late or failed).
+    let sustained = &r["sustained"];
+    let probes = sustained["probes"].as_array().expect("the search's runs");
+    assert_eq!(probes.len(), 5, "{sustained}");
+    assert_eq!(
+        f(&probes[0]["rate"]),
+        (f(&create["perSecond"]) / 2.0 * 10.0).round() / 10.0
+    );
+    let kept: Vec<f64> = probes
+        .iter()
+        .filter(|p| {
+            p["unfinished"] == 0 && p["late"] == 0 && p["errors"] == 0 && f(&p["p99Ms"]) <= 100.0
+        })
+        .map(|p| f(&p["rate"]))
+        .collect();
+    let best = kept.iter().copied().fold(0.0, f64::max);
+    assert_eq!(f(&sustained["perSecond"]), best, "{sustained}");
+    assert_eq!(
+        f(&sustained["ratioToBaseline"]),
+        ratio_of(&sustained["perSecond"], base)
+    );
+
+    // The command path alone, on an all-in-one of its own with the relays paused.
+    let alone = &r["createAlone"];
+    assert!(alone["requests"].as_u64() > Some(0), "{alone}");
+    assert_eq!(alone["errors"], 0, "{alone}");
+    ordered(alone, "create-alone");
+    assert_eq!(
+        f(&alone["ratioToBaseline"]),
+        ratio_of(&alone["perSecond"], base)
+    );
 
     let list = r["list"].as_array().expect("list figures");
     assert_eq!(list.len(), 2, "{list:?}");

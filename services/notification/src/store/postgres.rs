@@ -390,8 +390,14 @@ impl NotificationStore for PgNotifications {
     /// One transaction for the lot.
     async fn sent_all(&self, mails: &[Due]) -> Result<(), StoreError> {
         let fail = unavailable("recording sent mails");
+        // Several batches are recorded at once (the sender keeps a few in flight), and each
+        // locks its complaints' notification streams: every batch takes them in the same order
+        // (by complaint, a complaint's mails in planning order), so two never wait on each
+        // other in a cycle.
+        let mut ordered: Vec<&Due> = mails.iter().collect();
+        ordered.sort_by(|a, b| a.complaint_id.cmp(&b.complaint_id));
         let mut tx = self.pool.begin().await.map_err(&fail)?;
-        for mail in mails {
+        for mail in ordered {
             settle_in(&mut tx, mail, "SENT", None, &super::sent_payload(mail)).await?;
         }
         tx.commit().await.map_err(&fail)

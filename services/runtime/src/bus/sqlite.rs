@@ -414,26 +414,24 @@ impl MessageBus for SqliteBus {
         self.ack_all(std::slice::from_ref(delivery)).await
     }
 
+    /// Settles at once in memory, and deletes behind, with the file's next commit: an ack
+    /// lost to a crash only hands the message out again, which its consumer skips.
     async fn ack_all(&self, deliveries: &[Delivery]) -> Result<(), BusError> {
         if deliveries.is_empty() {
             return Ok(());
         }
+        self.remove(deliveries);
         let tags: Vec<i64> = deliveries
             .iter()
             .map(|d| i64::try_from(d.tag).unwrap_or(i64::MAX))
             .collect();
-        self.db
-            .jobs
-            .run(move |conn| {
-                let mut delete = conn.prepare_cached("DELETE FROM messages WHERE tag = ?1")?;
-                for tag in tags {
-                    delete.execute([tag])?;
-                }
-                Ok::<_, WriteError>(())
-            })
-            .await
-            .map_err(written("acking"))?;
-        self.remove(deliveries);
+        self.db.jobs.run_behind("acking", move |conn| {
+            let mut delete = conn.prepare_cached("DELETE FROM messages WHERE tag = ?1")?;
+            for tag in tags {
+                delete.execute([tag])?;
+            }
+            Ok(())
+        });
         self.wake(deliveries.iter().map(|d| d.queue.as_str()));
         Ok(())
     }

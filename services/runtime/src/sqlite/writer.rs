@@ -69,8 +69,11 @@ fn connect(path: &Path) -> Result<Connection, WriteError> {
     let conn = Connection::open(path)
         .map_err(|e| WriteError(format!("opening {}: {e}", path.display())))?;
     conn.busy_timeout(Duration::from_secs(10))?;
+    // No checkpoint in the committing thread (it would stall every writer waiting for that
+    // commit): the checkpointer thread does it beside ([`checkpoint`]).
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+         PRAGMA wal_autocheckpoint = 0;",
     )?;
     conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
@@ -80,14 +83,28 @@ impl Writer {
     /// Starts the writer of the database at `path` (created if missing).
     pub fn open(path: &Path) -> Result<Self, WriteError> {
         let conn = connect(path)?;
+        let checkpoints = Connection::open(path)
+            .map_err(|e| WriteError(format!("opening {}: {e}", path.display())))?;
+        checkpoints.busy_timeout(Duration::from_secs(10))?;
         let (queue, jobs) = mpsc::channel();
+        // The checkpointer lives as long as the writer: it stops when `alive` is dropped.
+        let (alive, writer_gone) = mpsc::channel::<()>();
         let name = path
             .file_name()
             .map_or_else(|| "db".into(), |n| n.to_string_lossy().into_owned());
         std::thread::Builder::new()
             .name(format!("sqlite-writer-{name}"))
-            .spawn(move || write(conn, jobs))
+            .spawn(move || write(conn, jobs, alive))
             .map_err(|e| WriteError(format!("starting the writer of {}: {e}", path.display())))?;
+        std::thread::Builder::new()
+            .name(format!("sqlite-ckpt-{name}"))
+            .spawn(move || checkpoint(&checkpoints, &writer_gone))
+            .map_err(|e| {
+                WriteError(format!(
+                    "starting the checkpointer of {}: {e}",
+                    path.display()
+                ))
+            })?;
         Ok(Self {
             queue,
             path: path.to_path_buf(),
@@ -200,8 +217,22 @@ fn unreachable_job() -> Job {
     Box::new(|_| (false, Box::new(|_| {})))
 }
 
+/// How often the write-ahead log is copied back into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// The checkpointer: every [`CHECKPOINT_EVERY`], a passive checkpoint (it copies what no
+/// reader still needs and waits for nobody; the writer goes on committing meanwhile), until
+/// the writer is gone. The log restarts from its beginning once a checkpoint caught up.
+fn checkpoint(conn: &Connection, writer_gone: &mpsc::Receiver<()>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = writer_gone.recv_timeout(CHECKPOINT_EVERY) {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "checkpointing a database");
+        }
+    }
+}
+
 /// The writer thread: takes what is queued, one transaction for it, answers after the commit.
-fn write(conn: Connection, commands: mpsc::Receiver<Command>) {
+fn write(conn: Connection, commands: mpsc::Receiver<Command>, _alive: mpsc::Sender<()>) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_JOBS);
     let mut closing = None;
     while let Ok(first) = commands.recv() {

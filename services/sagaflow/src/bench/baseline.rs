@@ -222,3 +222,50 @@ async fn sqlite_transaction(
     tx.commit().await.context("committing")?;
     Ok(())
 }
+
+/// A database of the bench's own on the PostgreSQL server of `url`, dropped by [`Scratch::drop`].
+pub struct Scratch {
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+/// Creates `name` (dropping a leftover of an interrupted run first) on `url`'s server.
+pub async fn scratch_database(url: &str, name: &str) -> anyhow::Result<Scratch> {
+    let mut scratch = reqwest::Url::parse(url).context("parsing DATABASE_URL")?;
+    scratch.set_path(&format!("/{name}"));
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+        .await
+        .with_context(|| format!("connecting to {}", sagaflow_runtime::config::redact(url)))?;
+    // Names from the code, never from outside.
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .with_context(|| format!("creating the scratch database {name} (CREATEDB needed)"))?;
+    }
+    Ok(Scratch {
+        url: scratch.to_string(),
+        admin: url.to_owned(),
+        name: name.to_owned(),
+    })
+}
+
+impl Scratch {
+    pub async fn drop(self) -> anyhow::Result<()> {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.admin)
+            .await
+            .context("connecting to drop the scratch database")?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut conn)
+        .await
+        .with_context(|| format!("dropping the scratch database {}", self.name))?;
+        Ok(())
+    }
+}

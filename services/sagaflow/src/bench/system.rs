@@ -82,13 +82,15 @@ impl Embedded {
     /// the system's temporary directory (removed afterwards). Its environment is ours: a
     /// `DATABASE_URL`, `RABBITMQ_URL`… there chooses its backends as it would for a user.
     pub async fn start(data_dir: Option<&Path>) -> anyhow::Result<(Self, Targets)> {
-        Self::start_with(data_dir, &[]).await
+        Self::start_with(data_dir, &[], &[]).await
     }
 
-    /// [`Self::start`] with more arguments for `all-in-one`.
+    /// [`Self::start`] with more arguments for `all-in-one`, and environment variables set
+    /// over ours.
     pub async fn start_with(
         data_dir: Option<&Path>,
         extra: &[&str],
+        env: &[(&str, &str)],
     ) -> anyhow::Result<(Self, Targets)> {
         let (dir, remove_dir) = match data_dir {
             Some(d) => (d.to_path_buf(), false),
@@ -113,6 +115,7 @@ impl Embedded {
             .args(["--audit-port", &ports[2].to_string()])
             .args(["--event-store-port", &ports[3].to_string()])
             .args(extra)
+            .envs(env.iter().copied())
             .env("LOG_LEVEL", "warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("sharing the log file")?)
