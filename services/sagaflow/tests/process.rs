@@ -635,7 +635,8 @@ fn schemathesis_finds_no_server_error_and_no_answer_outside_the_documents() {
         "audit-service",
         "event-store",
     ] {
-        let out = Command::new(&tool)
+        let run = || {
+            Command::new(&tool)
             .args([
                 "run",
                 &format!("{}/openapi.json", running.url(service)),
@@ -654,7 +655,21 @@ fn schemathesis_finds_no_server_error_and_no_answer_outside_the_documents() {
             ])
             .env("SCHEMATHESIS_HOOKS", "")
             .output()
-            .expect("schemathesis runs");
+            .expect("schemathesis runs")
+        };
+        let mut out = run();
+        // Hypothesis, under schemathesis's worker threads, sometimes fails to describe one of
+        // its own lambdas (Python's ast module: "AST constructor recursion depth mismatch") and
+        // schemathesis reports that as an error of the operation it was generating for. That
+        // is the tool's defect, not a finding: such a run is made once more, and whatever the
+        // second run finds fails the test.
+        if !out.status.success()
+            && String::from_utf8_lossy(&out.stdout)
+                .contains("AST constructor recursion depth mismatch")
+        {
+            println!("schemathesis {service}: the tool's own AST error; running it again");
+            out = run();
+        }
         let text = String::from_utf8_lossy(&out.stdout);
         let summary = text
             .lines()
