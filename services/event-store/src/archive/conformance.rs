@@ -89,6 +89,41 @@ pub async fn a_second_event_at_a_taken_version_is_refused(a: Arc<dyn Archive>) {
     assert_eq!(a.count().await.expect("count"), 1);
 }
 
+pub async fn a_batch_archives_each_new_event_once_and_refuses_a_taken_version(a: Arc<dyn Archive>) {
+    a.append(&event("s0", 1, "e0")).await.expect("append");
+    let results = a
+        .append_all(&[
+            event("s1", 1, "e1"),
+            event("s2", 1, "e2"),
+            event("s1", 1, "e1"),
+            event("s0", 1, "taken"),
+            event("s0", 1, "e0"),
+            event("s1", 2, "e3"),
+        ])
+        .await;
+    let shape: Vec<Result<bool, bool>> = results
+        .into_iter()
+        .map(|r| r.map_err(|e| matches!(e, StoreError::Corrupt(_))))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            Ok(true),
+            Ok(true),
+            Ok(false),
+            Err(true),
+            Ok(false),
+            Ok(true)
+        ],
+        "new, new, a copy in the batch, a taken version, archived before, new"
+    );
+    assert_eq!(a.count().await.expect("count"), 4);
+    let all = a.all(0, 100).await.expect("all");
+    let ids: Vec<&str> = all.iter().map(|p| p.envelope.event_id.as_str()).collect();
+    assert_eq!(ids, ["e0", "e1", "e2", "e3"], "in the batch's order");
+    assert!(all.windows(2).all(|w| w[0].position < w[1].position));
+}
+
 pub async fn answers_ping(a: Arc<dyn Archive>) {
     a.ping().await.expect("ping");
 }
@@ -101,6 +136,7 @@ macro_rules! archive_conformance {
             a_stream_reads_by_version_from_any_version,
             all_is_in_archive_order_after_any_position,
             a_second_event_at_a_taken_version_is_refused,
+            a_batch_archives_each_new_event_once_and_refuses_a_taken_version,
             answers_ping,
         );
     };

@@ -158,6 +158,117 @@ impl Archive for MongoArchive {
         }
     }
 
+    /// A batch in three round trips whatever its size (one per event was three each): which
+    /// events are archived already, one counter increment for the positions of the others,
+    /// one unordered insert. An insert the server refuses (a race on an event id, a version
+    /// taken) is settled by [`Archive::append`] alone, which tells the two apart.
+    async fn append_all(&self, events: &[Envelope]) -> Vec<Result<bool, StoreError>> {
+        if events.len() < 2 {
+            let mut out = Vec::with_capacity(events.len());
+            for e in events {
+                out.push(self.append(e).await);
+            }
+            return out;
+        }
+        let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+        let known: std::collections::HashSet<String> = match self
+            .events
+            .find(doc! {"eventId": {"$in": ids}})
+            .projection(doc! {"eventId": 1})
+            .await
+        {
+            Ok(cursor) => match cursor.try_collect::<Vec<Document>>().await {
+                Ok(docs) => docs
+                    .iter()
+                    .filter_map(|d| d.get_str("eventId").ok().map(str::to_owned))
+                    .collect(),
+                Err(e) => {
+                    return sagaflow_runtime::event_log::failed_all(events.len(), &unavailable(e));
+                }
+            },
+            Err(e) => {
+                return sagaflow_runtime::event_log::failed_all(events.len(), &unavailable(e));
+            }
+        };
+        // Each event once: a second copy in the batch is a duplicate of the first.
+        let mut seen = std::collections::HashSet::new();
+        let fresh: Vec<usize> = (0..events.len())
+            .filter(|&i| {
+                !known.contains(&events[i].event_id) && seen.insert(events[i].event_id.as_str())
+            })
+            .collect();
+        let mut results: Vec<Result<bool, StoreError>> =
+            (0..events.len()).map(|_| Ok(false)).collect();
+        if fresh.is_empty() {
+            return results;
+        }
+        let n = i64::try_from(fresh.len()).unwrap_or(i64::MAX);
+        let last = match self
+            .counters
+            .find_one_and_update(doc! {"_id": "events"}, doc! {"$inc": {"seq": n}})
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await
+        {
+            Ok(Some(counter)) => match int(&counter, "seq") {
+                Some(last) => last,
+                None => {
+                    let e = StoreError::Corrupt("the position counter is not a number".into());
+                    return sagaflow_runtime::event_log::failed_all(events.len(), &e);
+                }
+            },
+            Ok(None) => {
+                let e = StoreError::Unavailable("the position counter did not answer".into());
+                return sagaflow_runtime::event_log::failed_all(events.len(), &e);
+            }
+            Err(e) => {
+                return sagaflow_runtime::event_log::failed_all(events.len(), &unavailable(e));
+            }
+        };
+        let documents: Vec<Document> = fresh
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| {
+                let event = &events[i];
+                doc! {
+                    "_id": last - n + 1 + i64::try_from(k).unwrap_or(0),
+                    "eventId": &event.event_id,
+                    "aggregateId": &event.aggregate_id,
+                    "aggregateType": &event.aggregate_type,
+                    "eventType": &event.event_type,
+                    "version": i64::try_from(event.metadata.version).unwrap_or(i64::MAX),
+                    "envelope": event.to_json(),
+                    "archivedAt": mongodb::bson::DateTime::now(),
+                }
+            })
+            .collect();
+        let refused: Vec<usize> = match self.events.insert_many(documents).ordered(false).await {
+            Ok(_) => Vec::new(),
+            Err(e) => match e.kind.as_ref() {
+                ErrorKind::InsertMany(many) if many.write_concern_error.is_none() => many
+                    .write_errors
+                    .iter()
+                    .flatten()
+                    .map(|w| w.index)
+                    .collect(),
+                _ => {
+                    // Nothing is known of what went in: each event again, alone (an event
+                    // inserted meanwhile is found by its id).
+                    (0..fresh.len()).collect()
+                }
+            },
+        };
+        for &i in &fresh {
+            results[i] = Ok(true);
+        }
+        for k in refused {
+            if let Some(&i) = fresh.get(k) {
+                results[i] = self.append(&events[i]).await;
+            }
+        }
+        results
+    }
+
     async fn stream(
         &self,
         aggregate_id: &str,
