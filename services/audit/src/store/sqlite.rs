@@ -9,7 +9,7 @@ use sagaflow_runtime::event_log::StoreError;
 use sagaflow_runtime::inbox::{self, Claim};
 use sagaflow_runtime::outbox::SqliteOutbox;
 use sagaflow_runtime::sqlite::Db;
-use sagaflow_runtime::sqlite::writer::{self, WriteError, rusqlite};
+use sagaflow_runtime::sqlite::writer::rusqlite;
 use serde_json::{Value, json};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
@@ -157,28 +157,15 @@ impl AuditLog for SqliteAudit {
     /// One job of the writer's next transaction for the batch, each event in its own
     /// savepoint (one refused leaves the others in).
     async fn record_all(&self, events: &[Envelope]) -> Vec<Result<Recorded, StoreError>> {
-        let events = events.to_vec();
-        let n = events.len();
         self.db
             .jobs
-            .run(move |conn| {
-                let mut results = Vec::with_capacity(events.len());
-                for event in &events {
-                    results.push(writer::savepoint(
-                        conn,
-                        |conn| record_in(conn, event),
-                        Result::is_ok,
-                    )?);
-                }
-                Ok::<_, WriteError>(results)
-            })
+            .run_each(
+                "recording audit entries",
+                events.to_vec(),
+                record_in,
+                Result::is_ok,
+            )
             .await
-            .unwrap_or_else(|e| {
-                sagaflow_runtime::event_log::failed_all(
-                    n,
-                    &StoreError::Unavailable(format!("recording audit entries: {e}")),
-                )
-            })
     }
 
     async fn trail(&self, aggregate_id: &str) -> Result<Vec<Value>, StoreError> {

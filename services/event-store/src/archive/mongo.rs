@@ -36,6 +36,20 @@ fn duplicate_key(e: &mongodb::error::Error) -> bool {
 }
 
 /// An integer field, whichever BSON width the server stored it with.
+/// The document an archived event is, at its global position.
+fn document(event: &Envelope, position: i64) -> Document {
+    doc! {
+        "_id": position,
+        "eventId": &event.event_id,
+        "aggregateId": &event.aggregate_id,
+        "aggregateType": &event.aggregate_type,
+        "eventType": &event.event_type,
+        "version": i64::try_from(event.metadata.version).unwrap_or(i64::MAX),
+        "envelope": event.to_json(),
+        "archivedAt": mongodb::bson::DateTime::now(),
+    }
+}
+
 fn int(d: &Document, key: &str) -> Option<i64> {
     match d.get(key)? {
         mongodb::bson::Bson::Int64(n) => Some(*n),
@@ -130,17 +144,7 @@ impl Archive for MongoArchive {
             return Ok(false);
         }
         let position = self.next_position().await?;
-        let document = doc! {
-            "_id": position,
-            "eventId": &event.event_id,
-            "aggregateId": &event.aggregate_id,
-            "aggregateType": &event.aggregate_type,
-            "eventType": &event.event_type,
-            "version": i64::try_from(event.metadata.version).unwrap_or(i64::MAX),
-            "envelope": event.to_json(),
-            "archivedAt": mongodb::bson::DateTime::now(),
-        };
-        match self.events.insert_one(document).await {
+        match self.events.insert_one(document(event, position)).await {
             Ok(_) => Ok(true),
             Err(e) if duplicate_key(&e) => {
                 // Either this event arrived twice at once, or its version is taken by another.
@@ -228,19 +232,7 @@ impl Archive for MongoArchive {
         let documents: Vec<Document> = fresh
             .iter()
             .enumerate()
-            .map(|(k, &i)| {
-                let event = &events[i];
-                doc! {
-                    "_id": last - n + 1 + i64::try_from(k).unwrap_or(0),
-                    "eventId": &event.event_id,
-                    "aggregateId": &event.aggregate_id,
-                    "aggregateType": &event.aggregate_type,
-                    "eventType": &event.event_type,
-                    "version": i64::try_from(event.metadata.version).unwrap_or(i64::MAX),
-                    "envelope": event.to_json(),
-                    "archivedAt": mongodb::bson::DateTime::now(),
-                }
-            })
+            .map(|(k, &i)| document(&events[i], last - n + 1 + i64::try_from(k).unwrap_or(0)))
             .collect();
         let refused: Vec<usize> = match self.events.insert_many(documents).ordered(false).await {
             Ok(_) => Vec::new(),

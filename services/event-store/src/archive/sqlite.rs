@@ -9,7 +9,7 @@ use sagaflow_runtime::event_log::{Positioned, StoreError};
 use super::Archive;
 use rusqlite::OptionalExtension as _;
 use sagaflow_runtime::sqlite::Db;
-use sagaflow_runtime::sqlite::writer::{self, WriteError, rusqlite};
+use sagaflow_runtime::sqlite::writer::rusqlite;
 use sqlx::Row;
 
 const SCHEMA: &str = r#"
@@ -102,28 +102,15 @@ impl Archive for SqliteArchive {
     /// One job of the writer's next transaction for the batch, each event in its own
     /// savepoint (one refused leaves the others in).
     async fn append_all(&self, events: &[Envelope]) -> Vec<Result<bool, StoreError>> {
-        let events = events.to_vec();
-        let n = events.len();
         self.db
             .jobs
-            .run(move |conn| {
-                let mut results = Vec::with_capacity(events.len());
-                for event in &events {
-                    results.push(writer::savepoint(
-                        conn,
-                        |conn| append_in(conn, event),
-                        Result::is_ok,
-                    )?);
-                }
-                Ok::<_, WriteError>(results)
-            })
+            .run_each(
+                "archiving events",
+                events.to_vec(),
+                append_in,
+                Result::is_ok,
+            )
             .await
-            .unwrap_or_else(|e| {
-                sagaflow_runtime::event_log::failed_all(
-                    n,
-                    &StoreError::Unavailable(format!("archiving events: {e}")),
-                )
-            })
     }
 
     async fn stream(

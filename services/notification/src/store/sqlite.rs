@@ -13,7 +13,7 @@ use sagaflow_runtime::event_log::StoreError;
 use sagaflow_runtime::inbox::{self, Claim};
 use sagaflow_runtime::outbox::SqliteOutbox;
 use sagaflow_runtime::sqlite::Db;
-use sagaflow_runtime::sqlite::writer::{self, WriteError, rusqlite};
+use sagaflow_runtime::sqlite::writer::{WriteError, rusqlite};
 use serde_json::{Value, json};
 use sqlx::Row;
 
@@ -366,25 +366,16 @@ impl NotificationStore for SqliteNotifications {
         events: &[Envelope],
         addressing: &Addressing,
     ) -> Vec<Result<Planned, StoreError>> {
-        let (events, addressing) = (events.to_vec(), addressing.clone());
-        let n = events.len();
+        let addressing = addressing.clone();
         self.db
             .jobs
-            .run(move |conn| {
-                let mut results = Vec::with_capacity(events.len());
-                for event in &events {
-                    results.push(writer::savepoint(
-                        conn,
-                        |conn| plan_in(conn, event, &addressing),
-                        |r: &Result<Planned, StoreError>| r.as_ref().is_ok_and(kept),
-                    )?);
-                }
-                Ok::<_, WriteError>(results)
-            })
+            .run_each(
+                "planning mails",
+                events.to_vec(),
+                move |conn, event| plan_in(conn, event, &addressing),
+                |r: &Result<Planned, StoreError>| r.as_ref().is_ok_and(kept),
+            )
             .await
-            .unwrap_or_else(|e| {
-                sagaflow_runtime::event_log::failed_all(n, &written("planning mails")(e))
-            })
     }
 
     async fn due(&self, limit: usize) -> Result<Vec<Due>, StoreError> {

@@ -142,6 +142,12 @@ pub trait EventLog: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
+impl From<crate::sqlite::writer::WriteError> for AppendError {
+    fn from(e: crate::sqlite::writer::WriteError) -> Self {
+        Self::Store(e.into())
+    }
+}
+
 /// The same failure for each of `n` items of a batch that did not commit.
 pub fn failed_all<T, E: From<StoreError>>(n: usize, e: &StoreError) -> Vec<Result<T, E>> {
     let text = match e {

@@ -14,7 +14,6 @@ use super::{
     StoreError,
 };
 use crate::sqlite::Db;
-use crate::sqlite::writer::{self, WriteError};
 use rusqlite::OptionalExtension as _;
 
 /// The event log's tables (the outbox's are [`crate::outbox::SCHEMA`]).
@@ -181,25 +180,10 @@ impl EventLog for SqliteEventLog {
         &self,
         requests: Vec<AppendRequest>,
     ) -> Vec<Result<Appended, AppendError>> {
-        let n = requests.len();
-        let done = self
-            .db
+        self.db
             .jobs
-            .run(move |conn| {
-                let mut results = Vec::with_capacity(requests.len());
-                for request in &requests {
-                    results.push(writer::savepoint(
-                        conn,
-                        |conn| append_in(conn, request),
-                        Result::is_ok,
-                    )?);
-                }
-                Ok::<_, WriteError>(results)
-            })
-            .await;
-        done.unwrap_or_else(|e| {
-            super::failed_all(n, &StoreError::Unavailable(format!("appending: {e}")))
-        })
+            .run_each("appending", requests, append_in, Result::is_ok)
+            .await
     }
 
     async fn read_stream(

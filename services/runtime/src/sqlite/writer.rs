@@ -130,6 +130,41 @@ impl Writer {
         self.run_committed(f, |_| {}).await
     }
 
+    /// Runs `f` for every item in the writer's next transaction, each item in a savepoint of
+    /// its own (its writes stay when `keep` says so of its result), and answers one result per
+    /// item once the transaction committed: a consumer's batch, or a group of commands, for one
+    /// disk flush, one refused item leaving the others in. When the job itself fails, every
+    /// item answers that failure, named by `context`.
+    pub async fn run_each<I, T, E, F, K>(
+        &self,
+        context: &'static str,
+        items: Vec<I>,
+        f: F,
+        keep: K,
+    ) -> Vec<Result<T, E>>
+    where
+        I: Send + 'static,
+        T: Send + 'static,
+        E: From<WriteError> + Send + 'static,
+        F: Fn(&Connection, &I) -> Result<T, E> + Send + 'static,
+        K: Fn(&Result<T, E>) -> bool + Send + 'static,
+    {
+        let n = items.len();
+        let done = self
+            .run(move |conn| {
+                let mut results = Vec::with_capacity(items.len());
+                for item in &items {
+                    results.push(savepoint(conn, |conn| f(conn, item), &keep)?);
+                }
+                Ok::<_, WriteError>(results)
+            })
+            .await;
+        done.unwrap_or_else(|e| {
+            let e = WriteError(format!("{context}: {e}"));
+            (0..n).map(|_| Err(E::from(e.clone()))).collect()
+        })
+    }
+
     /// [`Self::run`], with `on_commit` called on the writer's thread the moment the
     /// transaction committed, before anyone is answered and before the next transaction: what
     /// it does happens in commit order (an in-memory index of what the file holds, say).

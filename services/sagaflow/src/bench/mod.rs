@@ -378,21 +378,7 @@ async fn measure(
     let wants = |s: Scenario| args.scenarios.contains(&s);
     if wants(Scenario::Create) {
         say(format!("create: POST /api/complaints, {c} clients"));
-        let d = driver.clone();
-        let (phase, _) = load::closed_loop(c, duration, args.max_requests, move || {
-            let d = d.clone();
-            async move { d.create().await.map(|_| ()) }
-        })
-        .await;
-        let per_second = rate(phase.ok, phase.elapsed);
-        report.create = Some(RateReport {
-            requests: phase.ok,
-            errors: phase.error_count(),
-            per_second,
-            latency: phase.latencies.percentiles(),
-            ratio_to_baseline: ratio(per_second, base_rate),
-            error_kinds: phase.errors,
-        });
+        report.create = Some(creates(&driver, c, duration, args.max_requests, base_rate).await);
         driver.quiesce(drain).await?;
     }
     if wants(Scenario::Saga) {
@@ -537,25 +523,17 @@ async fn create_alone(
     let started = Embedded::start_with(Some(&dir), &["--relays-paused"], &env).await;
     let result = match started {
         Ok((alone, targets)) => {
-            let measured = async {
-                let driver = load::Driver::new(targets, args.concurrency)?;
-                let (phase, _) =
-                    load::closed_loop(args.concurrency, duration, args.max_requests, move || {
-                        let d = driver.clone();
-                        async move { d.create().await.map(|_| ()) }
-                    })
-                    .await;
-                let per_second = rate(phase.ok, phase.elapsed);
-                anyhow::Ok(RateReport {
-                    requests: phase.ok,
-                    errors: phase.error_count(),
-                    per_second,
-                    latency: phase.latencies.percentiles(),
-                    ratio_to_baseline: ratio(per_second, base_rate),
-                    error_kinds: phase.errors,
-                })
-            }
-            .await;
+            let measured = match load::Driver::new(targets, args.concurrency) {
+                Ok(driver) => Ok(creates(
+                    &driver,
+                    args.concurrency,
+                    duration,
+                    args.max_requests,
+                    base_rate,
+                )
+                .await),
+                Err(e) => Err(e),
+            };
             alone.stop().await;
             measured
         }
@@ -566,6 +544,31 @@ async fn create_alone(
         db.drop().await?;
     }
     result
+}
+
+/// `POST /api/complaints` from `c` clients in closed loops for `duration`.
+async fn creates(
+    driver: &load::Driver,
+    c: usize,
+    duration: Duration,
+    max: u64,
+    base_rate: f64,
+) -> RateReport {
+    let d = driver.clone();
+    let (phase, _) = load::closed_loop(c, duration, max, move || {
+        let d = d.clone();
+        async move { d.create().await.map(|_| ()) }
+    })
+    .await;
+    let per_second = rate(phase.ok, phase.elapsed);
+    RateReport {
+        requests: phase.ok,
+        errors: phase.error_count(),
+        per_second,
+        latency: phase.latencies.percentiles(),
+        ratio_to_baseline: ratio(per_second, base_rate),
+        error_kinds: phase.errors,
+    }
 }
 
 fn lag_report(lag: &load::Lag) -> LagReport {
