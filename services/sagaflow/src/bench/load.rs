@@ -237,34 +237,62 @@ impl Driver {
 
     /// The event store's last global position, by bisection over `after`.
     pub async fn archive_end(&self) -> anyhow::Result<u64> {
+        self.end_of(|after| async move { Ok(!self.archived_after(after, 1).await?.is_empty()) })
+            .await
+    }
+
+    /// The audit log's last entry (its `seq`), by bisection over the search's cursor.
+    async fn audit_end(&self) -> anyhow::Result<u64> {
+        self.end_of(|after| async move {
+            let page = self
+                .get(&format!(
+                    "{}/api/audit/search?cursor={after}&limit=1",
+                    self.targets.audit
+                ))
+                .await?;
+            Ok(page["items"].as_array().is_some_and(|i| !i.is_empty()))
+        })
+        .await
+    }
+
+    /// The last position of a log whose `beyond(n)` says whether anything comes after `n`.
+    async fn end_of<F, Fut>(&self, beyond: F) -> anyhow::Result<u64>
+    where
+        F: Fn(u64) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<bool>>,
+    {
         let mut hi = 1u64;
-        while !self.archived_after(hi, 1).await?.is_empty() {
+        while beyond(hi).await? {
             hi = hi.saturating_mul(2);
         }
         let mut lo = 0u64;
         // Invariant: something after lo (or lo = 0), nothing after hi.
-        if self.archived_after(0, 1).await?.is_empty() {
+        if !beyond(0).await? {
             return Ok(0);
         }
         while hi - lo > 1 {
             let mid = lo + (hi - lo) / 2;
-            if self.archived_after(mid, 1).await?.is_empty() {
-                hi = mid;
-            } else {
+            if beyond(mid).await? {
                 lo = mid;
+            } else {
+                hi = mid;
             }
         }
         Ok(hi)
     }
 
-    /// Waits until the event store's last position holds still for a second (the pipeline
-    /// has drained), at most `timeout`. Answers whether it did.
+    /// Waits until the event store's last position and the audit log's last entry hold still
+    /// for a second (the pipeline has drained: a mail still to send, or an event still to
+    /// settle, would move one of them), at most `timeout`. Answers whether they did.
     pub async fn quiesce(&self, timeout: Duration) -> anyhow::Result<bool> {
         let deadline = Instant::now() + timeout;
-        let mut last = (self.archive_end().await?, Instant::now());
+        let ends = || async {
+            Ok::<_, anyhow::Error>((self.archive_end().await?, self.audit_end().await?))
+        };
+        let mut last = (ends().await?, Instant::now());
         while Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(250)).await;
-            let now = self.archive_end().await?;
+            let now = ends().await?;
             if now != last.0 {
                 last = (now, Instant::now());
             } else if last.1.elapsed() >= Duration::from_secs(1) {
