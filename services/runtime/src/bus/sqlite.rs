@@ -261,17 +261,17 @@ impl SqliteBus {
     }
 
     /// Adds committed messages to the index (from the writer's thread, in commit order).
-    fn add(index: &std::sync::Mutex<Index>, rows: &[(String, i64, Message, i64)]) {
+    fn add(index: &std::sync::Mutex<Index>, rows: Vec<(String, i64, Message, i64)>) {
         let mut index = index
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (queue, tag, message, available_at) in rows {
-            index.entry(queue.clone()).or_default().insert(
-                *tag,
+            index.entry(queue).or_default().insert(
+                tag,
                 Queued {
-                    message: message.clone(),
+                    message,
                     attempts: 0,
-                    available_at: *available_at,
+                    available_at,
                     leased_until: None,
                 },
             );
@@ -587,7 +587,11 @@ impl MessageBus for SqliteBus {
                         .execute([&exchange])?;
                     Ok::<_, WriteError>(rows)
                 },
-                move |rows| Self::add(&index, rows),
+                move |rows| {
+                    let moved = rows.len();
+                    Self::add(&index, rows);
+                    moved
+                },
             )
             .await
             .map_err(written("redriving"))?;
@@ -599,7 +603,7 @@ impl MessageBus for SqliteBus {
         for w in all {
             w.notify_waiters();
         }
-        Ok(moved.len())
+        Ok(moved)
     }
 
     async fn depth(&self, queue: &str) -> Result<u64, BusError> {

@@ -111,11 +111,11 @@ impl Writer {
         })
     }
 
-    fn submit(&self, job: Job) -> Result<(), Job> {
-        self.queue.send(Command::Job(job)).map_err(|e| match e.0 {
-            Command::Job(job) => job,
-            Command::Close(_) => unreachable_job(),
-        })
+    /// Queues a job; one the writer will never see is told so at once.
+    fn submit(&self, job: Job) {
+        if let Err(mpsc::SendError(Command::Job(job))) = self.queue.send(Command::Job(job)) {
+            drop(job(None));
+        }
     }
 
     /// Runs `f` in the writer's next transaction and answers once that transaction committed.
@@ -127,7 +127,7 @@ impl Writer {
         E: From<WriteError> + Send + 'static,
         F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
-        self.run_committed(f, |_| {}).await
+        self.run_committed(f, |value| value).await
     }
 
     /// Runs `f` for every item in the writer's next transaction, each item in a savepoint of
@@ -167,40 +167,20 @@ impl Writer {
 
     /// [`Self::run`], with `on_commit` called on the writer's thread the moment the
     /// transaction committed, before anyone is answered and before the next transaction: what
-    /// it does happens in commit order (an in-memory index of what the file holds, say).
-    pub async fn run_committed<T, E, F, C>(&self, f: F, on_commit: C) -> Result<T, E>
+    /// it does happens in commit order (an in-memory index of what the file holds, say). It
+    /// takes what `f` made and gives the answer.
+    pub async fn run_committed<T, R, E, F, C>(&self, f: F, on_commit: C) -> Result<R, E>
     where
         T: Send + 'static,
+        R: Send + 'static,
         E: From<WriteError> + Send + 'static,
         F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
-        C: FnOnce(&T) + Send + 'static,
+        C: FnOnce(T) -> R + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel::<Result<T, E>>();
-        let job: Job = Box::new(move |conn| match conn {
-            None => {
-                let _ = reply.send(Err(WriteError("the writer stopped".into()).into()));
-                (false, Box::new(|_| {}))
-            }
-            Some(conn) => match f(conn) {
-                Ok(value) => (
-                    true,
-                    Box::new(move |committed: Result<(), WriteError>| {
-                        let answer = committed.map(|()| {
-                            on_commit(&value);
-                            value
-                        });
-                        let _ = reply.send(answer.map_err(E::from));
-                    }),
-                ),
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                    (false, Box::new(|_| {}))
-                }
-            },
-        });
-        if let Err(job) = self.submit(job) {
-            drop(job(None));
-        }
+        let (reply, answer) = oneshot::channel::<Result<R, E>>();
+        self.submit(job(f, move |done: Result<T, E>| {
+            let _ = reply.send(done.map(on_commit));
+        }));
         answer.await.unwrap_or_else(|_| {
             Err(WriteError(format!("the writer of {} stopped", self.path.display())).into())
         })
@@ -214,29 +194,11 @@ impl Writer {
         F: FnOnce(&Connection) -> Result<(), WriteError> + Send + 'static,
     {
         let path = self.path.clone();
-        let job: Job = Box::new(move |conn| {
-            let Some(conn) = conn else {
-                tracing::warn!(db = %path.display(), what, "not written: the writer stopped");
-                return (false, Box::new(|_| {}));
-            };
-            match f(conn) {
-                Ok(()) => (
-                    true,
-                    Box::new(move |committed: Result<(), WriteError>| {
-                        if let Err(e) = committed {
-                            tracing::warn!(db = %path.display(), what, error = %e, "not written");
-                        }
-                    }),
-                ),
-                Err(e) => {
-                    tracing::warn!(db = %path.display(), what, error = %e, "not written");
-                    (false, Box::new(|_| {}))
-                }
+        self.submit(job(f, move |done: Result<(), WriteError>| {
+            if let Err(e) = done {
+                tracing::warn!(db = %path.display(), what, error = %e, "not written");
             }
-        });
-        if let Err(job) = self.submit(job) {
-            drop(job(None));
-        }
+        }));
     }
 
     /// Finishes the jobs queued, then closes the connection.
@@ -248,8 +210,33 @@ impl Writer {
     }
 }
 
-fn unreachable_job() -> Job {
-    Box::new(|_| (false, Box::new(|_| {})))
+/// A job that runs `f` and hands `done` its outcome: `f`'s error at once (its writes rolled
+/// back), or its value once the transaction committed, or the writer's failure.
+fn job<T, E, F, D>(f: F, done: D) -> Job
+where
+    T: Send + 'static,
+    E: From<WriteError> + Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    D: FnOnce(Result<T, E>) + Send + 'static,
+{
+    Box::new(move |conn| {
+        let Some(conn) = conn else {
+            done(Err(WriteError("the writer stopped".into()).into()));
+            return (false, Box::new(|_| {}));
+        };
+        match f(conn) {
+            Ok(value) => (
+                true,
+                Box::new(move |committed: Result<(), WriteError>| {
+                    done(committed.map(|()| value).map_err(E::from));
+                }),
+            ),
+            Err(e) => {
+                done(Err(e));
+                (false, Box::new(|_| {}))
+            }
+        }
+    })
 }
 
 /// How often the write-ahead log is copied back into the database.
