@@ -25,12 +25,14 @@ pub struct Sender {
 /// How long a claimed batch may be worked on (the stores' claims last 60 s).
 const CLAIM_MARGIN: Duration = Duration::from_secs(30);
 
-/// Mails claimed, sent at once and recorded in one commit. It bounds what a sender killed
-/// between the relay's acceptance and its record sends again (under the same Message-ID).
+/// The most mails a sender has out at once: claimed, and not yet recorded as sent. It bounds
+/// what a sender killed between the relay's acceptance and its record sends again (under the
+/// same Message-IDs).
 pub const BATCH: usize = 16;
 
-/// Batches sent at once: while one batch's mails are being written or handed to the relay,
-/// the next is claimed and sent. Each batch is claimed, sent and recorded as a whole.
+/// Batches out at once, of `BATCH / IN_FLIGHT` mails each: while one batch's mails are being
+/// written or handed to the relay, the next is claimed and sent. Each batch is claimed, sent
+/// and recorded as a whole.
 pub const IN_FLIGHT: usize = 4;
 
 impl Sender {
@@ -41,7 +43,7 @@ impl Sender {
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;
             };
-            match self.store.due(BATCH).await {
+            match self.store.due(BATCH / IN_FLIGHT).await {
                 Ok(due) if due.is_empty() => {
                     drop(slot);
                     let _ = tokio::time::timeout(tick, woken).await;
