@@ -69,8 +69,8 @@ fn connect(path: &Path) -> Result<Connection, WriteError> {
     let conn = Connection::open(path)
         .map_err(|e| WriteError(format!("opening {}: {e}", path.display())))?;
     conn.busy_timeout(Duration::from_secs(10))?;
-    // No checkpoint in the committing thread (it would stall every writer waiting for that
-    // commit): the checkpointer thread does it beside ([`checkpoint`]).
+    // No checkpoint inside a commit (its jobs would wait for it to answer): the writer thread
+    // checkpoints between transactions, after answering ([`write`]).
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
          PRAGMA wal_autocheckpoint = 0;",
@@ -83,28 +83,14 @@ impl Writer {
     /// Starts the writer of the database at `path` (created if missing).
     pub fn open(path: &Path) -> Result<Self, WriteError> {
         let conn = connect(path)?;
-        let checkpoints = Connection::open(path)
-            .map_err(|e| WriteError(format!("opening {}: {e}", path.display())))?;
-        checkpoints.busy_timeout(Duration::from_secs(10))?;
         let (queue, jobs) = mpsc::channel();
-        // The checkpointer lives as long as the writer: it stops when `alive` is dropped.
-        let (alive, writer_gone) = mpsc::channel::<()>();
         let name = path
             .file_name()
             .map_or_else(|| "db".into(), |n| n.to_string_lossy().into_owned());
         std::thread::Builder::new()
             .name(format!("sqlite-writer-{name}"))
-            .spawn(move || write(conn, jobs, alive))
+            .spawn(move || write(conn, jobs))
             .map_err(|e| WriteError(format!("starting the writer of {}: {e}", path.display())))?;
-        std::thread::Builder::new()
-            .name(format!("sqlite-ckpt-{name}"))
-            .spawn(move || checkpoint(&checkpoints, &writer_gone))
-            .map_err(|e| {
-                WriteError(format!(
-                    "starting the checkpointer of {}: {e}",
-                    path.display()
-                ))
-            })?;
         Ok(Self {
             queue,
             path: path.to_path_buf(),
@@ -239,25 +225,45 @@ where
     })
 }
 
-/// How often the write-ahead log is copied back into the database.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// How often, at most, the write-ahead log is copied back into the database while writes go on.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
-/// The checkpointer: every [`CHECKPOINT_EVERY`], a passive checkpoint (it copies what no
-/// reader still needs and waits for nobody; the writer goes on committing meanwhile), until
-/// the writer is gone. The log restarts from its beginning once a checkpoint caught up.
-fn checkpoint(conn: &Connection, writer_gone: &mpsc::Receiver<()>) {
-    while let Err(mpsc::RecvTimeoutError::Timeout) = writer_gone.recv_timeout(CHECKPOINT_EVERY) {
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "checkpointing a database");
-        }
+/// A passive checkpoint on the writer's own connection, between two transactions: nothing is
+/// appended to the log meanwhile, so it copies the whole log back (unless a reader still reads
+/// an older snapshot), and the next transaction starts the log again from its beginning. A
+/// checkpoint in another thread never catches up with a writer that keeps committing: the log
+/// then grows without end, every commit appends fresh pages the kernel must allocate and zero,
+/// and every reader searches a larger index.
+fn checkpoint(conn: &Connection) {
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        tracing::warn!(error = %e, "checkpointing a database");
     }
 }
 
-/// The writer thread: takes what is queued, one transaction for it, answers after the commit.
-fn write(conn: Connection, commands: mpsc::Receiver<Command>, _alive: mpsc::Sender<()>) {
+/// The writer thread: takes what is queued, one transaction for it, answers after the commit;
+/// checkpoints at most every [`CHECKPOINT_EVERY`] while it writes, and once it falls idle.
+fn write(conn: Connection, commands: mpsc::Receiver<Command>) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_JOBS);
     let mut closing = None;
-    while let Ok(first) = commands.recv() {
+    let mut checkpointed = std::time::Instant::now();
+    let mut dirty = false;
+    loop {
+        let first = if dirty {
+            match commands.recv_timeout(CHECKPOINT_EVERY) {
+                Ok(first) => first,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    checkpoint(&conn);
+                    (checkpointed, dirty) = (std::time::Instant::now(), false);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match commands.recv() {
+                Ok(first) => first,
+                Err(_) => break,
+            }
+        };
         match first {
             Command::Job(job) => jobs.push(job),
             Command::Close(done) => closing = Some(done),
@@ -271,13 +277,24 @@ fn write(conn: Connection, commands: mpsc::Receiver<Command>, _alive: mpsc::Send
         }
         if !jobs.is_empty() {
             transaction(&conn, &mut jobs);
+            dirty = true;
+            if checkpointed.elapsed() >= CHECKPOINT_EVERY {
+                checkpoint(&conn);
+                (checkpointed, dirty) = (std::time::Instant::now(), false);
+            }
         }
         if let Some(done) = closing.take() {
+            if dirty {
+                checkpoint(&conn);
+            }
             drop(conn);
             let _ = done.send(());
             // Jobs sent after the close fail: their senders see the queue gone.
             return;
         }
+    }
+    if dirty {
+        checkpoint(&conn);
     }
 }
 
