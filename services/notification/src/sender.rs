@@ -30,20 +30,37 @@ const CLAIM_MARGIN: Duration = Duration::from_secs(30);
 /// same Message-IDs).
 pub const BATCH: usize = 16;
 
-/// Batches out at once, of `BATCH / IN_FLIGHT` mails each: while one batch's mails are being
+/// The most mails a sender has out at once when its mailer delivers a resend once (the
+/// mailbox): a crash then resends them harmlessly, and larger batches share the cost of
+/// making mails durable.
+pub const DEDUPLICATED_OUT: usize = 256;
+
+/// Batches out at once, of a quarter of the mails out each: while one batch's mails are being
 /// written or handed to the relay, the next is claimed and sent. Each batch is claimed, sent
 /// and recorded as a whole.
 pub const IN_FLIGHT: usize = 4;
 
 impl Sender {
+    /// How many mails a batch claims: [`BATCH`] out at once in all, unless the mailer
+    /// deduplicates resends ([`DEDUPLICATED_OUT`]).
+    fn batch(&self) -> usize {
+        let out = if self.mailer.deduplicates() {
+            DEDUPLICATED_OUT
+        } else {
+            BATCH
+        };
+        out / IN_FLIGHT
+    }
+
     pub async fn run(self: Arc<Self>, tick: Duration) {
         let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+        let batch = self.batch();
         loop {
             let woken = self.wake.notified();
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;
             };
-            match self.store.due(BATCH / IN_FLIGHT).await {
+            match self.store.due(batch).await {
                 Ok(due) if due.is_empty() => {
                     drop(slot);
                     let _ = tokio::time::timeout(tick, woken).await;
@@ -66,8 +83,8 @@ impl Sender {
         }
     }
 
-    /// Sends a claimed batch, a few mails at a time, and records the sent ones in one commit;
-    /// returns how many mails it tried.
+    /// Sends a claimed batch and records the sent ones in one commit; returns how many mails it
+    /// tried.
     async fn send(
         &self,
         mut due: Vec<Due>,
@@ -94,18 +111,15 @@ impl Sender {
             })
             .collect();
         let mut outcomes: Vec<(&Due, Option<Result<(), MailError>>)> = Vec::new();
-        for chunk in due.chunks(BATCH) {
+        for chunk in due.chunks(self.batch()) {
             // The stores claim mails for a minute; past half of it, the rest of the batch is
             // left for a fresh claim rather than sent on a claim another sender may take over.
             if claimed.elapsed() > CLAIM_MARGIN {
                 outcomes.extend(chunk.iter().map(|m| (m, None)));
                 continue;
             }
-            let sending = chunk.iter().map(|m| {
-                let (mail, mailer) = (self.mail_of(m), self.mailer.clone());
-                async move { mailer.send(&mail).await }
-            });
-            let done = futures::future::join_all(sending).await;
+            let mails: Vec<Mail> = chunk.iter().map(|m| self.mail_of(m)).collect();
+            let done = self.mailer.send_all(&mails).await;
             outcomes.extend(chunk.iter().zip(done.into_iter().map(Some)));
         }
         for ((_, outcome), span) in outcomes.iter().zip(&spans) {

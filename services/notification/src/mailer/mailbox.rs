@@ -88,32 +88,93 @@ pub fn render(mail: &Mail) -> String {
     )
 }
 
-#[async_trait]
-impl Mailer for Mailbox {
-    async fn send(&self, mail: &Mail) -> Result<(), MailError> {
+impl Mailbox {
+    /// The file of a mail, named by its id.
+    fn path_of(&self, mail: &Mail) -> (PathBuf, PathBuf) {
         let name: String = mail
             .id
             .chars()
             .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
             .collect();
-        let path = self.dir.join(format!("{name}.eml"));
-        let tmp = self.dir.join(format!(".{name}.tmp"));
-        let text = render(mail);
-        // One trip to the blocking pool for the whole write (each `tokio::fs` call is one).
-        let target = path.clone();
-        let write = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            use std::io::Write as _;
+        (
+            self.dir.join(format!("{name}.eml")),
+            self.dir.join(format!(".{name}.tmp")),
+        )
+    }
+
+    /// Writes every mail not in the box yet: each to a temporary file made durable, renamed to
+    /// its name, then the directory made durable once for all of them (the renames with it).
+    /// One outcome per mail, in order; a mail already there is sent (a resend writes nothing).
+    fn write_all(dir: &Path, mails: Vec<(PathBuf, PathBuf, String)>) -> Vec<Result<(), MailError>> {
+        use std::io::Write as _;
+        let write = |target: &Path, tmp: &Path, text: &str| -> std::io::Result<bool> {
             if target.exists() {
-                return Ok(());
+                return Ok(false);
             }
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut f = std::fs::File::create(tmp)?;
             f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &target)
-        });
-        write
+            f.sync_data()?;
+            std::fs::rename(tmp, target)?;
+            Ok(true)
+        };
+        let mut outcomes: Vec<Result<(), MailError>> = Vec::with_capacity(mails.len());
+        let mut renamed = false;
+        for (target, tmp, text) in &mails {
+            outcomes.push(match write(target, tmp, text) {
+                Ok(new) => {
+                    renamed |= new;
+                    Ok(())
+                }
+                Err(e) => Err(MailError::Transient(format!(
+                    "writing {}: {e}",
+                    target.display()
+                ))),
+            });
+        }
+        // Until the directory is durable, a crash may lose the renames: a mail is sent only
+        // once its name is durable too.
+        if renamed && let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+            let error = format!("syncing {}: {e}", dir.display());
+            for outcome in &mut outcomes {
+                if outcome.is_ok() {
+                    *outcome = Err(MailError::Transient(error.clone()));
+                }
+            }
+        }
+        outcomes
+    }
+}
+
+#[async_trait]
+impl Mailer for Mailbox {
+    async fn send(&self, mail: &Mail) -> Result<(), MailError> {
+        self.send_all(std::slice::from_ref(mail))
             .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
-            .map_err(|e| MailError::Transient(format!("writing {}: {e}", path.display())))
+            .pop()
+            .unwrap_or_else(|| Err(MailError::Transient("no outcome".into())))
+    }
+
+    /// One trip to the blocking pool and one directory sync for the whole batch.
+    async fn send_all(&self, mails: &[Mail]) -> Vec<Result<(), MailError>> {
+        let files: Vec<(PathBuf, PathBuf, String)> = mails
+            .iter()
+            .map(|m| {
+                let (target, tmp) = self.path_of(m);
+                (target, tmp, render(m))
+            })
+            .collect();
+        let dir = self.dir.clone();
+        let n = files.len();
+        tokio::task::spawn_blocking(move || Self::write_all(&dir, files))
+            .await
+            .unwrap_or_else(|e| {
+                (0..n)
+                    .map(|_| Err(MailError::Transient(format!("writing mails: {e}"))))
+                    .collect()
+            })
+    }
+
+    fn deduplicates(&self) -> bool {
+        true
     }
 }

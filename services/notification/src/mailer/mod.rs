@@ -35,4 +35,17 @@ pub enum MailError {
 #[async_trait]
 pub trait Mailer: Send + Sync + 'static {
     async fn send(&self, mail: &Mail) -> Result<(), MailError>;
+
+    /// Sends every mail: one outcome per mail, in order. Adapters that can make several mails
+    /// durable together (one directory sync for a batch of files) do it here.
+    async fn send_all(&self, mails: &[Mail]) -> Vec<Result<(), MailError>> {
+        futures::future::join_all(mails.iter().map(|m| self.send(m))).await
+    }
+
+    /// Whether a mail sent again under its id is delivered once (the mailbox keeps one file per
+    /// id). A sender may then have more mails out at once: those a crash leaves claimed and
+    /// unrecorded are sent again and deliver nothing twice. An SMTP relay delivers a resend.
+    fn deduplicates(&self) -> bool {
+        false
+    }
 }

@@ -360,11 +360,23 @@ if (!scenarios[scenario]) {
   console.error(`no scenario ${scenario}; there are ${Object.keys(scenarios).join(", ")}`);
   process.exit(2);
 }
-const browser = await chromium.launch({
-  executablePath: need("CHROMIUM"),
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+// Chromium has been seen to crash while starting (SIGSEGV before its first page) on a loaded
+// machine: starting the browser is tried three times; what the scenario does is never retried.
+async function launch() {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await chromium.launch({
+        executablePath: need("CHROMIUM"),
+        headless: true,
+        args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+      });
+    } catch (e) {
+      if (attempt >= 3) throw e;
+      console.error(`chromium did not start (attempt ${attempt}): ${String(e.message).split("\n")[0]}`);
+    }
+  }
+}
+const browser = await launch();
 let failed = null;
 try {
   await scenarios[scenario](browser);
