@@ -217,7 +217,10 @@ impl ComplaintApp {
         {
             return self.replay(found, &fingerprint).await;
         }
-        let id = uuid::Uuid::new_v4().to_string();
+        // Ids are time-ordered (UUIDv7) throughout: every store indexes them, and a new id lands
+        // at the end of its index instead of on a random page, so a commit writes a few pages
+        // rather than one per row and index.
+        let id = uuid::Uuid::now_v7().to_string();
         let command = Command::Create {
             complaint_id: id.clone(),
             user_id: new.user_id.clone(),
@@ -347,7 +350,7 @@ impl ComplaintApp {
             .enumerate()
             .map(|(i, p)| {
                 Envelope::new(
-                    uuid::Uuid::new_v4().to_string(),
+                    uuid::Uuid::now_v7().to_string(),
                     id,
                     state.version + 1 + i as u64,
                     p,

@@ -48,7 +48,7 @@ pub fn record(
         )?
         .query_row([stream], |r| r.get(0))?;
     let event = Envelope::new(
-        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::now_v7().to_string(),
         stream,
         u64::try_from(version).unwrap_or(1),
         payload,
@@ -306,7 +306,7 @@ CREATE INDEX IF NOT EXISTS outbox_unpublished_by_aggregate ON outbox (aggregate_
         .fetch_one(&mut *tx)
         .await?;
         let event = Envelope::new(
-            uuid::Uuid::new_v4().to_string(),
+            uuid::Uuid::now_v7().to_string(),
             stream,
             u64::try_from(version).unwrap_or(1),
             payload,

@@ -1,6 +1,6 @@
 //! The mailer port: sends one mail.
 //!
-//! - [`mailbox`]: the embedded adapter, one file a message under the data directory.
+//! - [`mailbox`]: the embedded adapter, a mailbox file (mbox) under the data directory.
 //! - [`smtp`]: the SMTP adapter.
 
 pub mod mailbox;
@@ -37,13 +37,13 @@ pub trait Mailer: Send + Sync + 'static {
     async fn send(&self, mail: &Mail) -> Result<(), MailError>;
 
     /// Sends every mail: one outcome per mail, in order. Adapters that can make several mails
-    /// durable together (one directory sync for a batch of files) do it here.
+    /// durable together (one append and one sync for a batch) do it here.
     async fn send_all(&self, mails: &[Mail]) -> Vec<Result<(), MailError>> {
         futures::future::join_all(mails.iter().map(|m| self.send(m))).await
     }
 
-    /// Whether a mail sent again under its id is delivered once (the mailbox keeps one file per
-    /// id). A sender may then have more mails out at once: those a crash leaves claimed and
+    /// Whether a mail sent again under its id is delivered once (the mailbox recognises the
+    /// ids of the mails it holds). A sender may then have more mails out at once: those a crash leaves claimed and
     /// unrecorded are sent again and deliver nothing twice. An SMTP relay delivers a resend.
     fn deduplicates(&self) -> bool {
         false

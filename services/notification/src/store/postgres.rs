@@ -109,7 +109,7 @@ async fn queue_mail(
         "INSERT INTO notifications (notification_id, complaint_id, trigger_event_id, recipient, channel, template, subject, body, \
          correlation_id, traceparent, status, next_attempt_at) VALUES ($1, $2, $3, $4, 'email', $5, $6, $7, $8, $9, 'PENDING', $10)",
     )
-    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(uuid::Uuid::now_v7().to_string())
     .bind(complaint_id)
     .bind(&trigger.event_id)
     .bind(recipient)

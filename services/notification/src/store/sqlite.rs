@@ -107,7 +107,7 @@ fn queue_mail(
          correlation_id, traceparent, status, next_attempt_at) VALUES (?1, ?2, ?3, ?4, 'email', ?5, ?6, ?7, ?8, ?9, 'PENDING', ?10)",
     )?
     .execute(rusqlite::params![
-        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::now_v7().to_string(),
         complaint_id,
         trigger.event_id,
         recipient,

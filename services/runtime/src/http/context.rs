@@ -54,7 +54,7 @@ pub async fn observe(State(observe): State<Observe>, mut req: Request, next: Nex
         .headers()
         .get(&observe.correlation_header)
         .and_then(usable)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let user_id = req.headers().get("x-user-id").and_then(usable);
     let route = req
         .extensions()
@@ -94,7 +94,7 @@ pub async fn observe(State(observe): State<Observe>, mut req: Request, next: Nex
     let traceparent = crate::trace::continue_from(&span, caller_trace);
     req.extensions_mut().insert(RequestContext {
         correlation_id: correlation_id.clone(),
-        request_id: uuid::Uuid::new_v4().to_string(),
+        request_id: uuid::Uuid::now_v7().to_string(),
         user_id,
         traceparent,
     });
