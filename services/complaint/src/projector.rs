@@ -145,7 +145,7 @@ impl Projector {
                 .into_iter()
                 .filter(|(id, _)| changed.contains(id))
                 .collect();
-            self.views.save(&updates, last).await?;
+            self.views.save_projected(&updates, last).await?;
             self.reached.store(last, Ordering::Release);
             total += batch.len();
             tracing::debug!(events = batch.len(), position = last, "projected");

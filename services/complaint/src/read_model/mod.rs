@@ -79,6 +79,18 @@ pub trait ComplaintViews: Send + Sync + 'static {
         checkpoint: u64,
     ) -> Result<(), StoreError>;
 
+    /// [`save`](Self::save) for projections folded from the event log alone (no other
+    /// service's facts in them): an adapter may commit these without waiting for the disk,
+    /// since the event log holds what they derive from and the service projects again what a
+    /// crash lost before it serves.
+    async fn save_projected(
+        &self,
+        projections: &[(String, StoredProjection)],
+        checkpoint: u64,
+    ) -> Result<(), StoreError> {
+        self.save(projections, checkpoint).await
+    }
+
     async fn get(&self, id: &str) -> Result<Option<ComplaintView>, StoreError>;
 
     /// Newest first, `limit` at most, from `cursor`.

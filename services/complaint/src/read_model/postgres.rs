@@ -43,6 +43,22 @@ CREATE TABLE projection_checkpoint (
 
 const CHECKPOINT: &str = "complaint_views";
 
+/// The columns of a batch of views, one array each (bound to `UNNEST`).
+#[derive(Default)]
+struct Rows {
+    id: Vec<String>,
+    seq: Vec<i64>,
+    user_id: Vec<String>,
+    status: Vec<String>,
+    priority: Vec<String>,
+    category: Vec<String>,
+    assigned_to: Vec<Option<String>>,
+    version: Vec<i64>,
+    created_ms: Vec<i64>,
+    escalated: Vec<bool>,
+    projection: Vec<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct PgViews {
     pool: PgPool,
@@ -72,6 +88,79 @@ fn u64_of(v: i64) -> u64 {
 }
 
 impl PgViews {
+    /// Writes the views and the checkpoint in one transaction of two statements whatever the
+    /// number of views.
+    async fn write(
+        &self,
+        projections: &[(String, StoredProjection)],
+        checkpoint: u64,
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        let fail = unavailable("writing complaint views");
+        // Rows in one order (by id) in every replica's transaction: two replicas projecting
+        // the same events lock them in the same order instead of deadlocking.
+        let mut sorted: Vec<&(String, StoredProjection)> = projections.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut rows = Rows::default();
+        for (id, stored) in sorted {
+            let Some(c) = stored.projection.state.complaint.as_ref() else {
+                continue;
+            };
+            rows.id.push(id.clone());
+            rows.seq.push(i64_of(stored.seq));
+            rows.user_id.push(c.user_id.clone());
+            rows.status.push(c.status.as_str().to_owned());
+            rows.priority.push(c.priority.as_str().to_owned());
+            rows.category.push(c.category.clone());
+            rows.assigned_to.push(c.assigned_to.clone());
+            rows.version.push(i64_of(stored.projection.state.version));
+            rows.created_ms.push(c.created_at.timestamp_millis());
+            rows.escalated.push(c.escalated_at.is_some());
+            rows.projection.push(
+                serde_json::to_string(&stored.projection)
+                    .map_err(|e| StoreError::Corrupt(format!("serialising a view: {e}")))?,
+            );
+        }
+        let mut tx = self.pool.begin().await.map_err(&fail)?;
+        if !durable {
+            sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut *tx)
+                .await
+                .map_err(&fail)?;
+        }
+        if !rows.id.is_empty() {
+            sqlx::query(
+                "INSERT INTO complaint_views (id, seq, user_id, status, priority, category, assigned_to, version, created_ms, escalated, projection) \
+                 SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::boolean[], $11::text[]) \
+                 ON CONFLICT (id) DO UPDATE SET status = excluded.status, priority = excluded.priority, category = excluded.category, \
+                 assigned_to = excluded.assigned_to, version = excluded.version, escalated = excluded.escalated, projection = excluded.projection",
+            )
+            .bind(&rows.id)
+            .bind(&rows.seq)
+            .bind(&rows.user_id)
+            .bind(&rows.status)
+            .bind(&rows.priority)
+            .bind(&rows.category)
+            .bind(&rows.assigned_to)
+            .bind(&rows.version)
+            .bind(&rows.created_ms)
+            .bind(&rows.escalated)
+            .bind(&rows.projection)
+            .execute(&mut *tx)
+            .await
+            .map_err(&fail)?;
+        }
+        sqlx::query(
+            "INSERT INTO projection_checkpoint (name, position) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+        )
+        .bind(CHECKPOINT)
+        .bind(i64_of(checkpoint))
+        .execute(&mut *tx)
+        .await
+        .map_err(&fail)?;
+        tx.commit().await.map_err(&fail)
+    }
+
     /// Uses `pool` (whose schema holds these tables: see [`MIGRATIONS`]).
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
@@ -116,49 +205,19 @@ impl ComplaintViews for PgViews {
         projections: &[(String, StoredProjection)],
         checkpoint: u64,
     ) -> Result<(), StoreError> {
-        let fail = unavailable("writing complaint views");
-        // Rows in one order (by id, then the checkpoint) in every replica's transaction: two
-        // replicas projecting the same events lock them in the same order instead of
-        // deadlocking.
-        let mut sorted: Vec<&(String, StoredProjection)> = projections.iter().collect();
-        sorted.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut tx = self.pool.begin().await.map_err(&fail)?;
-        for (id, stored) in sorted {
-            let Some(c) = stored.projection.state.complaint.as_ref() else {
-                continue;
-            };
-            let json = serde_json::to_string(&stored.projection)
-                .map_err(|e| StoreError::Corrupt(format!("serialising a view: {e}")))?;
-            sqlx::query(
-                "INSERT INTO complaint_views (id, seq, user_id, status, priority, category, assigned_to, version, created_ms, escalated, projection) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-                 ON CONFLICT (id) DO UPDATE SET status = excluded.status, priority = excluded.priority, category = excluded.category, \
-                 assigned_to = excluded.assigned_to, version = excluded.version, escalated = excluded.escalated, projection = excluded.projection",
-            )
-            .bind(id)
-            .bind(i64_of(stored.seq))
-            .bind(&c.user_id)
-            .bind(c.status.as_str())
-            .bind(c.priority.as_str())
-            .bind(&c.category)
-            .bind(&c.assigned_to)
-            .bind(i64_of(stored.projection.state.version))
-            .bind(c.created_at.timestamp_millis())
-            .bind(c.escalated_at.is_some())
-            .bind(json)
-            .execute(&mut *tx)
-            .await
-            .map_err(&fail)?;
-        }
-        sqlx::query(
-            "INSERT INTO projection_checkpoint (name, position) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-        )
-        .bind(CHECKPOINT)
-        .bind(i64_of(checkpoint))
-        .execute(&mut *tx)
-        .await
-        .map_err(&fail)?;
-        tx.commit().await.map_err(&fail)
+        self.write(projections, checkpoint, true).await
+    }
+
+    /// Committed without waiting for the disk (`synchronous_commit = off` for this transaction
+    /// alone): these rows derive from the event log, the checkpoint moves with them, and the
+    /// service projects again whatever a crash lost before it serves. A later durable commit
+    /// (a command, another service's fact) makes them durable with it.
+    async fn save_projected(
+        &self,
+        projections: &[(String, StoredProjection)],
+        checkpoint: u64,
+    ) -> Result<(), StoreError> {
+        self.write(projections, checkpoint, false).await
     }
 
     async fn get(&self, id: &str) -> Result<Option<ComplaintView>, StoreError> {
