@@ -112,6 +112,11 @@ pub struct ComplaintApp {
     log: Arc<dyn EventLog>,
     views: Arc<dyn ComplaintViews>,
     projector: Arc<Projector>,
+    /// Woken after each append: the projector's task projects in the background.
+    appended: Arc<tokio::sync::Notify>,
+    /// The highest global position this process appended: queries wait for the views to
+    /// include it, so a client reads what it was just answered.
+    high_water: std::sync::atomic::AtomicU64,
     metrics: Metrics,
     clock: fn() -> DateTime<Utc>,
 }
@@ -124,9 +129,16 @@ impl ComplaintApp {
             log,
             views,
             projector,
+            appended: Arc::new(tokio::sync::Notify::new()),
+            high_water: std::sync::atomic::AtomicU64::new(0),
             metrics,
             clock: Utc::now,
         }
+    }
+
+    /// Notified after each append (the projector's task waits on it).
+    pub fn appended(&self) -> Arc<tokio::sync::Notify> {
+        self.appended.clone()
     }
 
     /// Wakes `relay` after each commit.
@@ -387,29 +399,75 @@ impl ComplaintApp {
         if let Some(relay) = self.relay.get() {
             relay.notify_one();
         }
+        self.high_water
+            .fetch_max(appended.last_position, std::sync::atomic::Ordering::AcqRel);
+        self.appended.notify_one();
         for e in &events {
             self.metrics.event_published(&e.event_type);
             tracing::info!(eventType = %e.event_type, aggregateId = %id, version = e.metadata.version, "event recorded");
         }
-        match self.view_after(id, appended.last_position).await {
+        self.answer(id, &history, &state, &events, appended.last_position)
+            .await
+            .map_err(Recorded::from)
+    }
+
+    /// The view a command answers, without waiting for the projector: the command folded the
+    /// stream already. A new complaint's view is that fold (no other service knows of it
+    /// yet); an existing one's is its stored view, which holds what other services added, with
+    /// the new events applied, provided the view had reached the history the command decided
+    /// on. Otherwise the command waits for the projector to include its events.
+    async fn answer(
+        &self,
+        id: &str,
+        history: &[Envelope],
+        state: &sagaflow_domain::ComplaintState,
+        events: &[Envelope],
+        position: u64,
+    ) -> Result<ComplaintView, AppError> {
+        let corrupt =
+            |e: String| AppError::Store(StoreError::Corrupt(format!("complaint {id}: {e}")));
+        let mut projection = if history.is_empty() {
+            Some(ComplaintProjection::default())
+        } else {
+            self.views
+                .load(&[id.to_owned()])
+                .await?
+                .remove(id)
+                .map(|stored| stored.projection)
+                .filter(|p| p.state.version == state.version)
+        };
+        if let Some(projection) = projection.as_mut() {
+            for event in events {
+                projection
+                    .apply(event)
+                    .map_err(|e| corrupt(e.to_string()))?;
+            }
+            return projection
+                .view()
+                .ok_or_else(|| corrupt("an empty stream after an append".into()));
+        }
+        match self.view_after(id, position).await {
             Ok(view) => Ok(view),
             Err(e) => {
                 // The command is committed; answer from the stream itself rather than fail it.
                 tracing::warn!(error = %e, aggregateId = %id, "read model behind; answering from the stream");
                 let mut projection = ComplaintProjection::default();
-                for event in history.iter().chain(&events) {
-                    projection.apply(event).map_err(|e| {
-                        AppError::Store(StoreError::Corrupt(format!("complaint {id}: {e}")))
-                    })?;
+                for event in history.iter().chain(events) {
+                    projection
+                        .apply(event)
+                        .map_err(|e| corrupt(e.to_string()))?;
                 }
-                projection.view().ok_or_else(|| {
-                    AppError::Store(StoreError::Corrupt(
-                        "an empty stream after an append".into(),
-                    ))
-                    .into()
-                })
+                projection
+                    .view()
+                    .ok_or_else(|| corrupt("an empty stream after an append".into()))
             }
         }
+    }
+
+    /// Waits until the views include every event this process appended.
+    async fn read_own_writes(&self) -> Result<(), AppError> {
+        let target = self.high_water.load(std::sync::atomic::Ordering::Acquire);
+        Ok(self.projector.catch_up_to(target).await?)
     }
 
     /// The view of `id` once the projection has reached `position`.
@@ -421,7 +479,17 @@ impl ComplaintApp {
             .ok_or(AppError::Refused(DomainError::NotFound))
     }
 
+    /// A complaint's view, including whatever this process answered about it. A view not
+    /// found may be a complaint another replica created a moment ago: the views catch up on
+    /// the log before the answer is "none".
     pub async fn get(&self, id: &str) -> Result<Option<ComplaintView>, AppError> {
+        self.read_own_writes().await?;
+        if let Some(view) = self.views.get(id).await? {
+            return Ok(Some(view));
+        }
+        if self.projector.catch_up().await? == 0 {
+            return Ok(None);
+        }
         Ok(self.views.get(id).await?)
     }
 
@@ -431,11 +499,13 @@ impl ComplaintApp {
         limit: u32,
         cursor: Option<Cursor>,
     ) -> Result<Page, AppError> {
+        self.read_own_writes().await?;
         Ok(self.views.list(filter, limit, cursor).await?)
     }
 
     /// The figures of the newest `window` complaints' sagas.
     pub async fn summary(&self, window: u32) -> Result<sagaflow_domain::SagaSummary, AppError> {
+        self.read_own_writes().await?;
         let mut views = Vec::new();
         let mut cursor = None;
         while views.len() < window as usize {

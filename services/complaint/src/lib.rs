@@ -203,10 +203,17 @@ impl ComplaintService {
         tracing::info!(events = caught, "read model up to date");
         let mut tasks = Tasks::default();
         let projector = app.projector();
+        let appended = app.appended();
+        // Commands answer without waiting for their views: this task projects what they
+        // append as soon as they append it (appends made during a round share the next one),
+        // and every second what other replicas appended.
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = appended.notified() => {}
+                }
                 if let Err(e) = projector.catch_up().await {
                     tracing::warn!(error = %e, "projecting complaint views");
                 }

@@ -238,8 +238,21 @@ CREATE INDEX IF NOT EXISTS outbox_unpublished_by_aggregate ON outbox (aggregate_
     WHERE published_at IS NULL;
 "#;
 
-    /// How long a relay owns the rows it claimed.
-    const CLAIM_SECONDS: f64 = 30.0;
+    /// A later migration of the same schemas: the relay's lease (one relay publishes a
+    /// schema's outbox at a time), in place of a claim written on every row.
+    pub const SCHEMA_RELAY_LEASE: &str = r#"
+CREATE TABLE IF NOT EXISTS outbox_relay (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL
+);
+DROP INDEX IF EXISTS outbox_unpublished_by_aggregate;
+"#;
+
+    /// How long a relay holds the lease without renewing it; it renews it at every round (at
+    /// least every relay tick), so another replica's relay takes over this long after the
+    /// holder died.
+    const LEASE_SECONDS: f64 = 10.0;
 
     /// Writes the outbox row of `event` inside the caller's transaction.
     pub async fn write(
@@ -316,6 +329,58 @@ CREATE INDEX IF NOT EXISTS outbox_unpublished_by_aggregate ON outbox (aggregate_
         Ok(event)
     }
 
+    /// [`record`] for a batch, in two statements whatever its size: each stream's counter
+    /// moves once by its number of events (the streams locked in one order, so that two
+    /// batches never wait on each other in a cycle), and the outbox rows go in one insert. A
+    /// stream's events take its versions in the order given.
+    pub async fn record_all(
+        tx: &mut PgConnection,
+        items: &[(String, Payload, Context)],
+    ) -> Result<Vec<Envelope>, sqlx::Error> {
+        use std::collections::BTreeMap;
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
+        for (stream, _, _) in items {
+            *counts.entry(stream.as_str()).or_default() += 1;
+        }
+        let (streams, added): (Vec<&str>, Vec<i64>) = counts.iter().map(|(s, n)| (*s, *n)).unzip();
+        let reached: BTreeMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
+            "INSERT INTO own_streams (aggregate_id, version) \
+             SELECT a, n FROM UNNEST($1::text[], $2::bigint[]) AS u(a, n) ORDER BY a \
+             ON CONFLICT (aggregate_id) DO UPDATE SET version = own_streams.version + excluded.version \
+             RETURNING aggregate_id, version",
+        )
+        .bind(&streams)
+        .bind(&added)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        // The next version of each stream: its new end less what this batch added.
+        let mut next: BTreeMap<&str, i64> = counts
+            .iter()
+            .map(|(s, n)| (*s, reached.get(*s).copied().unwrap_or(*n) - n + 1))
+            .collect();
+        let mut events = Vec::with_capacity(items.len());
+        for (stream, payload, ctx) in items {
+            let version = next.get(stream.as_str()).copied().unwrap_or(1);
+            next.insert(stream.as_str(), version + 1);
+            events.push(Envelope::new(
+                uuid::Uuid::now_v7().to_string(),
+                stream,
+                u64::try_from(version).unwrap_or(1),
+                payload,
+                ctx,
+            ));
+        }
+        let rows: Vec<(&Envelope, String)> =
+            events.iter().map(|e| (e, e.to_stored_json())).collect();
+        write_all(tx, &rows).await?;
+        Ok(events)
+    }
+
     fn unavailable(context: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
         move |e| StoreError::Unavailable(format!("{context}: {e}"))
     }
@@ -334,81 +399,106 @@ CREATE INDEX IF NOT EXISTS outbox_unpublished_by_aggregate ON outbox (aggregate_
         }
     }
 
+    /// One relay's view of a schema's outbox. Each value is a relay of its own (its own lease
+    /// holder): a relay publishes only while it holds the schema's lease, so relays never
+    /// publish one row at once, and each aggregate's rows leave in id order, which is version
+    /// order. The rows it handed out and has not yet marked or given back are in flight: not
+    /// handed out again, and no later row of their aggregates either.
     #[derive(Debug, Clone)]
     pub struct PgOutbox {
         pool: PgPool,
+        holder: String,
+        in_flight: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<u64, String>>>,
     }
 
     impl PgOutbox {
         pub fn new(pool: PgPool) -> Self {
-            Self { pool }
+            Self {
+                pool,
+                holder: uuid::Uuid::now_v7().to_string(),
+                in_flight: Default::default(),
+            }
+        }
+
+        fn in_flight(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, String>> {
+            // A panic elsewhere while holding this map leaves it whole: every update is one call.
+            self.in_flight
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+
+        fn settle(&self, ids: &[u64]) {
+            let mut in_flight = self.in_flight();
+            for id in ids {
+                in_flight.remove(id);
+            }
         }
     }
 
     #[async_trait]
     impl super::Outbox for PgOutbox {
-        /// Claims up to `limit` unpublished rows no other relay holds, oldest first, and never
-        /// a row of an aggregate while another relay holds an earlier row of it: each
-        /// aggregate's events are published in version order even with several relays (one
-        /// of which may have died holding its claim). Claims are taken one relay at a time, so
-        /// that each sees the others' committed claims.
+        /// Takes or renews the lease and reads the oldest unpublished rows, in one statement:
+        /// nothing is written on the rows themselves (a claim per row cost an update, index
+        /// entries and, for the next claim, dead ones to step over). Without the lease (another
+        /// relay holds it and renewed it in time), nothing.
         async fn pending(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
-            let mut tx = self
-                .pool
-                .begin()
-                .await
-                .map_err(unavailable("claiming outbox rows"))?;
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.outbox'))")
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable("claiming outbox rows"))?;
+            let (ids, aggregates): (Vec<i64>, Vec<String>) = self
+                .in_flight()
+                .iter()
+                .map(|(id, aggregate)| (i64::try_from(*id).unwrap_or(i64::MAX), aggregate.clone()))
+                .unzip();
             let rows = sqlx::query(
-                "UPDATE outbox SET claimed_until = now() + make_interval(secs => $2) WHERE id IN ( \
-                   SELECT o.id FROM outbox o WHERE o.published_at IS NULL \
-                     AND (o.claimed_until IS NULL OR o.claimed_until < now()) \
-                     AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.aggregate_id = o.aggregate_id \
-                       AND p.id < o.id AND p.published_at IS NULL AND p.claimed_until >= now()) \
-                   ORDER BY o.id LIMIT $1 FOR UPDATE SKIP LOCKED) \
-                 RETURNING id, event_id, aggregate_id, correlation_id, event_type, exchange, routing_key, stream, payload",
+                "WITH lease AS ( \
+                   INSERT INTO outbox_relay (name, holder, expires_at) VALUES ('relay', $1, now() + make_interval(secs => $2)) \
+                   ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+                   WHERE outbox_relay.holder = excluded.holder OR outbox_relay.expires_at < now() \
+                   RETURNING holder) \
+                 SELECT id, event_id, aggregate_id, correlation_id, event_type, exchange, routing_key, stream, payload \
+                 FROM outbox WHERE published_at IS NULL AND EXISTS (SELECT 1 FROM lease) \
+                   AND id <> ALL($3) AND aggregate_id <> ALL($4) \
+                 ORDER BY id LIMIT $5",
             )
+            // Not a prepared statement: a plan kept from the first rounds of a new database
+            // (an empty table) would scan and sort the whole table once it has grown.
+            .persistent(false)
+            .bind(&self.holder)
+            .bind(LEASE_SECONDS)
+            .bind(&ids)
+            .bind(&aggregates)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .bind(CLAIM_SECONDS)
-            .fetch_all(&mut *tx)
+            .fetch_all(&self.pool)
             .await
-            .map_err(unavailable("claiming outbox rows"))?;
-            tx.commit()
-                .await
-                .map_err(unavailable("claiming outbox rows"))?;
-            let mut out: Vec<OutboxRow> = rows.iter().map(row).collect();
-            out.sort_by_key(|r| r.id);
+            .map_err(unavailable("reading the outbox"))?;
+            let out: Vec<OutboxRow> = rows.iter().map(row).collect();
+            let mut in_flight = self.in_flight();
+            for r in &out {
+                in_flight.insert(r.id, r.aggregate_id.clone());
+            }
             Ok(out)
         }
 
         async fn mark_published(&self, ids: &[u64]) -> Result<(), StoreError> {
-            let ids: Vec<i64> = ids
+            let marked: Vec<i64> = ids
                 .iter()
                 .map(|i| i64::try_from(*i).unwrap_or(i64::MAX))
                 .collect();
-            sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
-                .bind(&ids)
+            // Planned with its values each time (see `pending`).
+            let marking = sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+                .persistent(false)
+                .bind(&marked)
                 .execute(&self.pool)
-                .await
-                .map_err(unavailable("marking outbox rows"))?;
+                .await;
+            // Out of flight whatever the answer: rows whose mark did not land are unpublished
+            // still, and the next round hands them out again (consumers skip what they saw).
+            // Kept in flight, they and their aggregates' later rows would wait forever.
+            self.settle(ids);
+            marking.map_err(unavailable("marking outbox rows"))?;
             Ok(())
         }
 
+        /// Rows given back are unpublished still: the next round hands them out again.
         async fn release(&self, ids: &[u64]) -> Result<(), StoreError> {
-            let ids: Vec<i64> = ids
-                .iter()
-                .map(|i| i64::try_from(*i).unwrap_or(i64::MAX))
-                .collect();
-            sqlx::query(
-                "UPDATE outbox SET claimed_until = NULL WHERE id = ANY($1) AND published_at IS NULL",
-            )
-            .bind(&ids)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable("releasing outbox rows"))?;
+            self.settle(ids);
             Ok(())
         }
 

@@ -1,4 +1,4 @@
-//! The PostgreSQL event log passes the port's conformance suite, and its outbox claims keep
+//! The PostgreSQL event log passes the port's conformance suite, and its outbox's lease keeps
 //! two relays off the same rows. Needs PostgreSQL: `scripts/backends postgres` starts it
 //! (`TEST_DATABASE_URL` overrides `postgres://postgres@127.0.0.1:5432/test`).
 
@@ -15,15 +15,7 @@ fn url() -> String {
 
 /// A log in a schema of its own.
 async fn log() -> PostgresEventLog {
-    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-    PostgresEventLog::open(&url(), &schema)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "PostgreSQL is not answering at {}: {e}. Start it with scripts/backends postgres",
-                url()
-            )
-        })
+    log_and_schema().await.0
 }
 
 async fn fresh() -> Arc<dyn EventLog> {
@@ -73,62 +65,101 @@ mod group_commit {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_relays_never_claim_the_same_outbox_row() {
-    use sagaflow_runtime::event_log::conformance::event;
-    let log = log().await;
-    for s in 0..10 {
-        let stream = format!("s{s}");
-        log.append(AppendRequest {
-            stream_id: stream.clone(),
-            expected: ExpectedVersion(0),
-            events: vec![event(&stream, 1)],
-            idempotency: None,
-        })
+/// A log in a schema of its own, and that schema's name.
+async fn log_and_schema() -> (PostgresEventLog, String) {
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let log = PostgresEventLog::open(&url(), &schema)
         .await
-        .expect("append");
-    }
-    let outbox = log.outbox();
-    let (a, b) = tokio::join!(outbox.pending(6), outbox.pending(6));
-    let (a, b) = (a.expect("claim"), b.expect("claim"));
-    assert_eq!(a.len() + b.len(), 10, "every row claimed once");
-    assert!(
-        a.iter().all(|r| !b.iter().any(|o| o.id == r.id)),
-        "no row claimed twice"
-    );
-    assert!(
-        outbox.pending(10).await.expect("claim").is_empty(),
-        "claimed rows are not handed out again"
-    );
-    outbox
-        .mark_published(&a.iter().map(|r| r.id).collect::<Vec<_>>())
-        .await
-        .expect("mark");
-    assert_eq!(outbox.backlog().await.expect("backlog"), b.len() as u64);
-
-    // Rows given back after a failed publish are handed out again at once, not after the claim.
-    let ids: Vec<u64> = b.iter().map(|r| r.id).collect();
-    outbox.release(&ids).await.expect("release");
-    let again = outbox.pending(10).await.expect("claim");
-    assert_eq!(again.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is not answering at {}: {e}. Start it with scripts/backends postgres",
+                url()
+            )
+        });
+    (log, schema)
 }
 
-/// With several relays, an aggregate's later row is not published while another relay holds an
-/// earlier one (it may have died holding it): events leave in version order.
+async fn append_one(log: &PostgresEventLog, stream: &str, version: u64) {
+    use sagaflow_runtime::event_log::conformance::event;
+    log.append(AppendRequest {
+        stream_id: stream.into(),
+        expected: ExpectedVersion(version - 1),
+        events: vec![event(stream, version)],
+        idempotency: None,
+    })
+    .await
+    .expect("append");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_never_claim_the_same_outbox_row() {
+    let (log, schema) = log_and_schema().await;
+    for s in 0..10 {
+        append_one(&log, &format!("s{s}"), 1).await;
+    }
+    let (one, two) = (log.outbox(), log.outbox());
+    let (a, b) = tokio::join!(one.pending(6), two.pending(6));
+    let (a, b) = (a.expect("claim"), b.expect("claim"));
+    assert!(
+        a.is_empty() != b.is_empty(),
+        "one relay holds the lease and the other gets nothing: {} and {} rows",
+        a.len(),
+        b.len()
+    );
+    let (holder, other, first) = if a.is_empty() {
+        (&two, &one, b)
+    } else {
+        (&one, &two, a)
+    };
+    assert_eq!(first.len(), 6);
+    let rest = holder.pending(10).await.expect("claim");
+    assert_eq!(rest.len(), 4, "rows in flight are not handed out again");
+    assert!(
+        first.iter().all(|r| !rest.iter().any(|o| o.id == r.id)),
+        "no row handed out twice"
+    );
+    assert!(
+        other.pending(10).await.expect("claim").is_empty(),
+        "the other relay waits while the lease is renewed"
+    );
+    holder
+        .mark_published(&first.iter().map(|r| r.id).collect::<Vec<_>>())
+        .await
+        .expect("mark");
+    assert_eq!(holder.backlog().await.expect("backlog"), 4);
+
+    // Rows given back after a failed publish are handed out again at once.
+    let ids: Vec<u64> = rest.iter().map(|r| r.id).collect();
+    holder.release(&ids).await.expect("release");
+    let again = holder.pending(10).await.expect("claim");
+    assert_eq!(again.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
+
+    // A holder that stops renewing (it died) loses the lease once it expires: the other relay
+    // then takes the unpublished rows, the dead one's in-flight rows included.
+    let pool = sqlx::PgPool::connect(&url()).await.expect("connect");
+    // The schema's name is this test's own (`t_` and a UUID's hex digits).
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "UPDATE \"{schema}\".outbox_relay SET expires_at = now() - interval '1 second'"
+    )))
+    .execute(&pool)
+    .await
+    .expect("expire the lease");
+    let taken = other.pending(10).await.expect("claim");
+    assert_eq!(taken.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
+    assert!(
+        holder.pending(10).await.expect("claim").is_empty(),
+        "the relay that lost the lease gets nothing"
+    );
+}
+
+/// An aggregate's later row is not handed out while an earlier one is in flight: events leave
+/// in version order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_relay_takes_an_aggregate_s_later_row_while_another_holds_an_earlier_one() {
-    use sagaflow_runtime::event_log::conformance::event;
-    let log = log().await;
+    let (log, _) = log_and_schema().await;
     for (stream, versions) in [("x", 1..=3u64), ("y", 1..=1)] {
         for v in versions {
-            log.append(AppendRequest {
-                stream_id: stream.into(),
-                expected: ExpectedVersion(v - 1),
-                events: vec![event(stream, v)],
-                idempotency: None,
-            })
-            .await
-            .expect("append");
+            append_one(&log, stream, v).await;
         }
     }
     let outbox = log.outbox();
@@ -141,7 +172,7 @@ async fn no_relay_takes_an_aggregate_s_later_row_while_another_holds_an_earlier_
             .map(|r| r.aggregate_id.as_str())
             .collect::<Vec<_>>(),
         ["y"],
-        "x's later rows wait while x's first is held"
+        "x's later rows wait while x's first is in flight"
     );
     outbox.mark_published(&[a[0].id]).await.expect("mark");
     let c = outbox.pending(10).await.expect("claim");

@@ -63,6 +63,63 @@ pub async fn each_event_is_recorded_once_and_in_order(log: Arc<dyn AuditLog>) {
     assert_eq!(trail[0]["compensated"], false);
 }
 
+/// `record_all` answers each event of a batch as `record` would, one after the other: an
+/// event sees the ones before it in the batch.
+pub async fn a_batch_is_answered_as_its_events_one_after_the_other(log: Arc<dyn AuditLog>) {
+    let (h, other) = (history("b1"), history("b2"));
+    let answers: Vec<Recorded> = log
+        .record_all(&[
+            h[1].clone(),
+            h[0].clone(),
+            h[0].clone(),
+            h[1].clone(),
+            other[0].clone(),
+        ])
+        .await
+        .into_iter()
+        .map(|r| r.expect("record"))
+        .collect();
+    let new = Recorded::New { compensation: None };
+    assert_eq!(
+        answers,
+        [
+            Recorded::TooEarly { expected: 1 },
+            new.clone(),
+            Recorded::Duplicate,
+            new.clone(),
+            new,
+        ]
+    );
+    let again: Vec<Recorded> = log
+        .record_all(&[h[0].clone(), h[1].clone()])
+        .await
+        .into_iter()
+        .map(|r| r.expect("record"))
+        .collect();
+    assert_eq!(
+        again,
+        [Recorded::Duplicate, Recorded::Duplicate],
+        "a redelivered batch"
+    );
+    let types = |trail: Vec<serde_json::Value>| -> Vec<String> {
+        trail
+            .iter()
+            .map(|e| e["eventType"].as_str().expect("type").to_owned())
+            .collect()
+    };
+    assert_eq!(
+        types(log.trail("b1").await.expect("trail")),
+        ["COMPLAINT_CREATED", "COMPLAINT_ASSIGNED"]
+    );
+    assert_eq!(
+        types(log.trail("b2").await.expect("trail")),
+        ["COMPLAINT_CREATED"]
+    );
+    let trail = log.trail("b1").await.expect("trail");
+    assert_eq!(trail[0]["correlationId"], "corr-b1");
+    assert_eq!(trail[1]["version"], 2);
+}
+
 pub async fn a_compensation_marks_the_undone_step_and_records_its_event(log: Arc<dyn AuditLog>) {
     let h = history("c1");
     for e in &h[..2] {
@@ -144,6 +201,7 @@ macro_rules! audit_conformance {
     ($new:expr) => {
         $crate::audit_conformance!(@tests $new;
             each_event_is_recorded_once_and_in_order,
+            a_batch_is_answered_as_its_events_one_after_the_other,
             a_compensation_marks_the_undone_step_and_records_its_event,
             search_filters_and_pages,
         );

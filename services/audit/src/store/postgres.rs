@@ -44,6 +44,7 @@ CREATE INDEX entries_trigger ON entries (trigger_event_id);
     (2, sagaflow_runtime::inbox::pg::SCHEMA),
     (3, sagaflow_runtime::outbox::pg::SCHEMA),
     (4, sagaflow_runtime::outbox::pg::SCHEMA_BY_AGGREGATE),
+    (5, sagaflow_runtime::outbox::pg::SCHEMA_RELAY_LEASE),
 ];
 
 #[derive(Debug, Clone)]
@@ -145,6 +146,69 @@ async fn record_in(tx: &mut sqlx::PgConnection, event: &Envelope) -> Result<Reco
     Ok(Recorded::New { compensation })
 }
 
+impl PgAudit {
+    /// A batch without compensations: the inbox claims at once, then one insert of every new
+    /// entry.
+    async fn record_set(
+        &self,
+        events: &[Envelope],
+    ) -> Result<Vec<Result<Recorded, StoreError>>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let claims = sagaflow_runtime::inbox::pg::claim_all(&mut tx, events).await?;
+        let new: Vec<&Envelope> = events
+            .iter()
+            .zip(&claims)
+            .filter(|(_, c)| **c == Claim::New)
+            .map(|(e, _)| e)
+            .collect();
+        if !new.is_empty() {
+            let links: Vec<(Option<String>, Option<String>)> =
+                new.iter().map(|e| super::links(e)).collect();
+            let now = Utc::now().timestamp_millis();
+            sqlx::query(
+                "INSERT INTO entries (event_id, event_type, aggregate_id, aggregate_type, complaint_id, trigger_event_id, version, \
+                 correlation_id, user_id, timestamp, recorded_at, envelope) \
+                 SELECT e, t, a, at, c, tr, v, co, u, ts, $11, env FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
+                 $5::text[], $6::text[], $7::bigint[], $8::text[], $9::text[], $10::bigint[], $12::text[]) \
+                 WITH ORDINALITY AS x(e, t, a, at, c, tr, v, co, u, ts, env, n) ORDER BY n",
+            )
+            .bind(new.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>())
+            .bind(new.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
+            .bind(new.iter().map(|e| e.aggregate_id.as_str()).collect::<Vec<_>>())
+            .bind(new.iter().map(|e| e.aggregate_type.as_str()).collect::<Vec<_>>())
+            .bind(links.iter().map(|(c, _)| c.as_deref()).collect::<Vec<_>>())
+            .bind(links.iter().map(|(_, t)| t.as_deref()).collect::<Vec<_>>())
+            .bind(
+                new.iter()
+                    .map(|e| i64::try_from(e.metadata.version).unwrap_or(i64::MAX))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(new.iter().map(|e| e.metadata.correlation_id.as_str()).collect::<Vec<_>>())
+            .bind(new.iter().map(|e| e.metadata.user_id.as_deref()).collect::<Vec<_>>())
+            .bind(
+                new.iter()
+                    .map(|e| e.metadata.timestamp.timestamp_millis())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(now)
+            .bind(new.iter().map(|e| e.to_json()).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(claims
+            .into_iter()
+            .map(|c| {
+                Ok(match c {
+                    Claim::New => Recorded::New { compensation: None },
+                    Claim::Duplicate => Recorded::Duplicate,
+                    Claim::TooEarly { expected } => Recorded::TooEarly { expected },
+                })
+            })
+            .collect())
+    }
+}
+
 #[async_trait]
 impl AuditLog for PgAudit {
     async fn record(&self, event: &Envelope) -> Result<Recorded, StoreError> {
@@ -155,8 +219,18 @@ impl AuditLog for PgAudit {
         Ok(recorded)
     }
 
-    /// One transaction for the batch (see `in_savepoints!`: one refused event leaves the others in).
+    /// One transaction for the batch, in a few statements whatever its size (`record_set`).
+    /// A batch that carries a compensation, or that the database refuses, is recorded event by
+    /// event instead (see `in_savepoints!`: one refused event leaves the others in).
     async fn record_all(&self, events: &[Envelope]) -> Vec<Result<Recorded, StoreError>> {
+        if !events.iter().any(|e| super::compensation(e).is_some()) {
+            match self.record_set(events).await {
+                Ok(done) => return done,
+                Err(e) => {
+                    tracing::debug!(error = %e, "recording audit entries as a set; again one by one")
+                }
+            }
+        }
         let done =
             sagaflow_runtime::in_savepoints!(begin = self.pool.begin(), events, |conn, event| {
                 record_in(conn, event)

@@ -182,6 +182,8 @@ impl ComplaintViews for PgViews {
     async fn load(&self, ids: &[String]) -> Result<HashMap<String, StoredProjection>, StoreError> {
         let rows =
             sqlx::query("SELECT id, seq, projection FROM complaint_views WHERE id = ANY($1)")
+                // Planned with its values each time: a plan kept from an empty table scans it.
+                .persistent(false)
                 .bind(ids)
                 .fetch_all(&self.pool)
                 .await

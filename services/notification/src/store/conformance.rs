@@ -114,6 +114,95 @@ pub async fn an_event_plans_its_mails_once(store: Arc<dyn NotificationStore>) {
     );
 }
 
+/// `plan_all` answers each event of a batch as `plan` would, one after the other (an event
+/// sees the ones before it), a refused event leaves nothing behind, and `sent_all` records
+/// each mail once.
+pub async fn a_batch_is_planned_and_sent_as_its_events_one_after_the_other(
+    store: Arc<dyn NotificationStore>,
+) {
+    // The same events one by one, on a complaint of their own, say what to expect.
+    let single = history("one");
+    store.plan(&single[0], &addressing()).await.expect("plan");
+    let Planned::New {
+        mails: assigned, ..
+    } = store.plan(&single[1], &addressing()).await.expect("plan")
+    else {
+        panic!("the assignment is new");
+    };
+    let (h, other) = (history("b1"), history("b2"));
+    let answers: Vec<Planned> = store
+        .plan_all(
+            &[
+                h[1].clone(),
+                h[0].clone(),
+                h[0].clone(),
+                h[1].clone(),
+                other[0].clone(),
+            ],
+            &addressing(),
+        )
+        .await
+        .into_iter()
+        .map(|r| r.expect("plan"))
+        .collect();
+    let created = Planned::New {
+        mails: 2,
+        events: 0,
+    };
+    assert_eq!(
+        answers,
+        [
+            Planned::TooEarly { expected: 1 },
+            created.clone(),
+            Planned::Duplicate,
+            Planned::New {
+                mails: assigned,
+                events: 0
+            },
+            created.clone(),
+        ]
+    );
+    assert_eq!(statuses(&store, "b1").await.len(), 2 + assigned);
+
+    // An event of a complaint never created is refused, and its inbox record goes with it;
+    // the rest of its batch is planned.
+    let mut ghost = history("ghost")[1].clone();
+    ghost.metadata.version = 1;
+    let third = history("b3");
+    let answers: Vec<Planned> = store
+        .plan_all(&[ghost.clone(), third[0].clone()], &addressing())
+        .await
+        .into_iter()
+        .map(|r| r.expect("plan"))
+        .collect();
+    assert_eq!(
+        answers,
+        [Planned::UnknownComplaint("ghost".into()), created]
+    );
+    assert_eq!(
+        store.plan(&ghost, &addressing()).await.expect("plan"),
+        Planned::UnknownComplaint("ghost".into()),
+        "not recorded as done"
+    );
+
+    let due = store.due(100).await.expect("due");
+    store.sent_all(&due).await.expect("sent");
+    // Recorded once: a second report of the same mails (a sender that lost its claim) changes
+    // nothing.
+    store.sent_all(&due).await.expect("sent again");
+    for id in ["one", "b1", "b2", "b3"] {
+        let mails = store.history(Some(id), 100).await.expect("history");
+        assert!(!mails.is_empty(), "{id} has mails");
+        for m in mails {
+            assert_eq!(
+                (m["status"].as_str(), m["attempts"].as_i64()),
+                (Some("SENT"), Some(1)),
+                "{m}"
+            );
+        }
+    }
+}
+
 pub async fn sent_and_failed_mails_are_recorded(store: Arc<dyn NotificationStore>) {
     store
         .plan(&history("c1")[0], &addressing())
@@ -236,6 +325,7 @@ macro_rules! notification_conformance {
         $crate::notification_conformance!(@tests $new;
             the_whole_history_lists_the_latest_mails,
             an_event_plans_its_mails_once,
+            a_batch_is_planned_and_sent_as_its_events_one_after_the_other,
             sent_and_failed_mails_are_recorded,
             a_compensation_cancels_what_is_pending_and_corrects_who_was_told,
             a_due_mail_is_handed_to_one_sender_at_a_time,

@@ -33,6 +33,7 @@ pub const MIGRATIONS: &[Migration] = &[
         "CREATE INDEX IF NOT EXISTS notifications_pending ON notifications (seq) \
          WHERE status IN ('PENDING', 'SENDING'); DROP INDEX IF EXISTS notifications_due;",
     ),
+    (7, sagaflow_runtime::outbox::pg::SCHEMA_RELAY_LEASE),
 ];
 
 const TABLES: &str = r#"
@@ -172,6 +173,141 @@ impl PgNotifications {
         let mut tx = self.pool.begin().await.map_err(&fail)?;
         settle_in(&mut tx, mail, status, error, payload).await?;
         tx.commit().await.map_err(&fail)
+    }
+}
+
+impl PgNotifications {
+    /// Plans a batch as a set: the inbox claims at once, the new complaints' facts in one
+    /// insert, every complaint's facts in one read, every mail in one insert. `None` (and
+    /// nothing written) for a batch that needs the event-by-event path.
+    async fn plan_set(
+        &self,
+        events: &[Envelope],
+        addressing: &Addressing,
+    ) -> Result<Option<Vec<Result<Planned, StoreError>>>, sqlx::Error> {
+        let mut payloads = Vec::with_capacity(events.len());
+        for event in events {
+            match event.payload() {
+                Ok(Payload::ComplaintCompensationRequired(_)) | Err(_) => return Ok(None),
+                Ok(payload) => payloads.push(payload),
+            }
+        }
+        let mut tx = self.pool.begin().await?;
+        let claims = sagaflow_runtime::inbox::pg::claim_all(&mut tx, events).await?;
+        let new: Vec<(&Envelope, &Payload)> = events
+            .iter()
+            .zip(&payloads)
+            .zip(&claims)
+            .filter(|(_, c)| **c == Claim::New)
+            .map(|(pair, _)| pair)
+            .collect();
+        let created: Vec<&sagaflow_domain::events::ComplaintCreated> = new
+            .iter()
+            .filter_map(|(_, p)| match p {
+                Payload::ComplaintCreated(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        if !created.is_empty() {
+            sqlx::query(
+                "INSERT INTO complaints (complaint_id, user_id, title) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING",
+            )
+            .bind(
+                created
+                    .iter()
+                    .map(|c| c.complaint_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                created
+                    .iter()
+                    .map(|c| c.user_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(created.iter().map(|c| c.title.as_str()).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+        let complaints: Vec<&str> = new.iter().map(|(e, _)| e.aggregate_id.as_str()).collect();
+        let facts: std::collections::HashMap<String, ComplaintFacts> =
+            sqlx::query_as::<_, (String, String, String)>(
+                "SELECT complaint_id, user_id, title FROM complaints WHERE complaint_id = ANY($1)",
+            )
+            .persistent(false)
+            .bind(&complaints)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|(id, user_id, title)| (id, ComplaintFacts { user_id, title }))
+            .collect();
+        let mut mails: Vec<(&Envelope, String, &'static str, String, String)> = Vec::new();
+        let mut counts = std::collections::HashMap::new();
+        for (event, payload) in &new {
+            let Some(facts) = facts.get(&event.aggregate_id) else {
+                tx.rollback().await?;
+                return Ok(None);
+            };
+            let planned = saga::mails_for(payload, facts);
+            counts.insert(event.event_id.as_str(), planned.len());
+            for m in planned {
+                mails.push((
+                    event,
+                    addressing.resolve(&m.to),
+                    m.template,
+                    m.subject,
+                    m.body,
+                ));
+            }
+        }
+        if !mails.is_empty() {
+            sqlx::query(
+                "INSERT INTO notifications (notification_id, complaint_id, trigger_event_id, recipient, channel, template, subject, body, \
+                 correlation_id, traceparent, status, next_attempt_at) \
+                 SELECT i, c, t, r, 'email', tp, s, b, co, tr, 'PENDING', $10 FROM UNNEST($1::text[], $2::text[], $3::text[], \
+                 $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[]) \
+                 WITH ORDINALITY AS m(i, c, t, r, tp, s, b, co, tr, n) ORDER BY n",
+            )
+            .bind(mails.iter().map(|_| uuid::Uuid::now_v7().to_string()).collect::<Vec<_>>())
+            .bind(mails.iter().map(|(e, ..)| e.aggregate_id.as_str()).collect::<Vec<_>>())
+            .bind(mails.iter().map(|(e, ..)| e.event_id.as_str()).collect::<Vec<_>>())
+            .bind(mails.iter().map(|(_, to, ..)| to.as_str()).collect::<Vec<_>>())
+            .bind(mails.iter().map(|(_, _, template, ..)| *template).collect::<Vec<_>>())
+            .bind(mails.iter().map(|(.., subject, _)| subject.as_str()).collect::<Vec<_>>())
+            .bind(mails.iter().map(|(.., body)| body.as_str()).collect::<Vec<_>>())
+            .bind(
+                mails
+                    .iter()
+                    .map(|(e, ..)| e.metadata.correlation_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                mails
+                    .iter()
+                    .map(|(e, ..)| e.metadata.traceparent.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(
+            events
+                .iter()
+                .zip(claims)
+                .map(|(event, claim)| {
+                    Ok(match claim {
+                        Claim::New => Planned::New {
+                            mails: counts.get(event.event_id.as_str()).copied().unwrap_or(0),
+                            events: 0,
+                        },
+                        Claim::Duplicate => Planned::Duplicate,
+                        Claim::TooEarly { expected } => Planned::TooEarly { expected },
+                    })
+                })
+                .collect(),
+        ))
     }
 }
 
@@ -351,12 +487,20 @@ impl NotificationStore for PgNotifications {
         Ok(planned)
     }
 
-    /// One transaction for the batch, each event in its own savepoint.
+    /// One transaction for the batch, in a few statements whatever its size (`plan_set`). A
+    /// batch with a compensation, an unreadable event or a complaint this service never heard
+    /// of is planned event by event instead, each in its own savepoint (a refused event's
+    /// writes, its inbox record included, go).
     async fn plan_all(
         &self,
         events: &[Envelope],
         addressing: &Addressing,
     ) -> Vec<Result<Planned, StoreError>> {
+        match self.plan_set(events, addressing).await {
+            Ok(Some(done)) => return done,
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "planning mails as a set; again one by one"),
+        }
         let done = sagaflow_runtime::in_savepoints!(
             begin = self.pool.begin(),
             events,
@@ -387,19 +531,48 @@ impl NotificationStore for PgNotifications {
             .await
     }
 
-    /// One transaction for the lot.
+    /// One transaction for the lot, in four statements whatever its size: the mails still
+    /// claimed are marked sent at once, and their events recorded at once.
     async fn sent_all(&self, mails: &[Due]) -> Result<(), StoreError> {
         let fail = unavailable("recording sent mails");
-        // Several batches are recorded at once (the sender keeps a few in flight), and each
-        // locks its complaints' notification streams: every batch takes them in the same order
-        // (by complaint, a complaint's mails in planning order), so two never wait on each
-        // other in a cycle.
         let mut ordered: Vec<&Due> = mails.iter().collect();
         ordered.sort_by(|a, b| a.complaint_id.cmp(&b.complaint_id));
+        let ids: Vec<&str> = ordered.iter().map(|m| m.notification_id.as_str()).collect();
         let mut tx = self.pool.begin().await.map_err(&fail)?;
-        for mail in ordered {
-            settle_in(&mut tx, mail, "SENT", None, &super::sent_payload(mail)).await?;
-        }
+        // Only the sender that holds a mail's claim records it (another may have taken it over
+        // after the claim lapsed and recorded it already): one event per outcome.
+        let settled: std::collections::HashSet<String> = sqlx::query_scalar(
+            "UPDATE notifications SET status = 'SENT', attempts = attempts + 1, last_error = NULL, sent_at = $1 \
+             WHERE notification_id = ANY($2) AND status IN ('SENDING', 'PENDING') RETURNING notification_id",
+        )
+        .persistent(false)
+        .bind(now_ms())
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(&fail)?
+        .into_iter()
+        .collect();
+        let items: Vec<(String, Payload, Context)> = ordered
+            .iter()
+            .filter(|m| settled.contains(&m.notification_id))
+            .map(|m| {
+                (
+                    notification_stream(&m.complaint_id),
+                    super::sent_payload(m),
+                    Context {
+                        correlation_id: m.correlation_id.clone(),
+                        causation_id: Some(m.trigger_event_id.clone()),
+                        user_id: None,
+                        at: Utc::now(),
+                        traceparent: m.traceparent.clone(),
+                    },
+                )
+            })
+            .collect();
+        sagaflow_runtime::outbox::pg::record_all(&mut tx, &items)
+            .await
+            .map_err(&fail)?;
         tx.commit().await.map_err(&fail)
     }
 

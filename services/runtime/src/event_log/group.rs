@@ -1,7 +1,7 @@
 //! Group commit: appends made at the same time share one transaction, so one disk flush
 //! acknowledges them all. Durability is the adapter's own: nobody is answered before the
-//! commit that holds their events. An append waits for nothing but the commit in progress:
-//! whatever arrives meanwhile forms the next batch.
+//! commit that holds their events. Two writers take batches in turn: an append waits for no
+//! more than the commit in progress, and whatever arrives meanwhile forms the next batch.
 
 use std::sync::Arc;
 
@@ -29,14 +29,27 @@ impl GroupCommit {
     /// Starts the writer task (on the current Tokio runtime); it stops once this is dropped.
     pub fn new(inner: Arc<dyn EventLog>) -> Self {
         let (queue, jobs) = mpsc::channel(MAX_BATCH * 4);
-        tokio::spawn(write(inner.clone(), jobs));
+        let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
+        for _ in 0..WRITERS {
+            tokio::spawn(write(inner.clone(), jobs.clone()));
+        }
         Self { inner, queue }
     }
 }
 
-async fn write(log: Arc<dyn EventLog>, mut jobs: mpsc::Receiver<(AppendRequest, Reply)>) {
+/// Writers taking batches in turn: while one commits, the next gathers and checks its batch
+/// (the adapter serialises only the end of each commit).
+const WRITERS: usize = 2;
+
+async fn write(
+    log: Arc<dyn EventLog>,
+    jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<(AppendRequest, Reply)>>>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    loop {
+        if jobs.lock().await.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
         let (requests, replies): (Vec<AppendRequest>, Vec<Reply>) = batch.drain(..).unzip();
         let size = requests.len();
         let results = log.append_batch(requests).await;
