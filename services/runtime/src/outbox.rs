@@ -200,8 +200,9 @@ impl Outbox for SqliteOutbox {
     }
 }
 
-/// The outbox on PostgreSQL: the same rows, claimed with `FOR UPDATE SKIP LOCKED` so that
-/// several relays never publish one row at once.
+/// The outbox on PostgreSQL: the same rows, published by one relay at a time per schema (the
+/// holder of a lease that it renews at every round), so that several relays never publish one
+/// row at once and each aggregate's rows leave in order.
 pub mod pg {
     use async_trait::async_trait;
     use sagaflow_domain::{AggregateType, Context, Envelope, Payload};

@@ -2,8 +2,9 @@
 //!
 //! Appends take a transaction-scoped advisory lock, so global positions become visible in the
 //! order they are assigned: a reader that saw position N never sees N-1 appear later (a
-//! sequence alone would allow that, and the projector would skip an event). The outbox is
-//! claimed with `FOR UPDATE SKIP LOCKED`, so several relays never publish one row at once.
+//! sequence alone would allow that, and the projector would skip an event). A batch of
+//! appends is one statement that is its own transaction (see `append_set`). The outbox is
+//! published by the holder of its lease (see [`crate::outbox::pg`]).
 
 use async_trait::async_trait;
 use sagaflow_domain::Envelope;
