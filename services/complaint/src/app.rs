@@ -424,9 +424,7 @@ impl ComplaintApp {
         events: &[Envelope],
         position: u64,
     ) -> Result<ComplaintView, AppError> {
-        let corrupt =
-            |e: String| AppError::Store(StoreError::Corrupt(format!("complaint {id}: {e}")));
-        let mut projection = if history.is_empty() {
+        let stored = if history.is_empty() {
             Some(ComplaintProjection::default())
         } else {
             self.views
@@ -436,30 +434,19 @@ impl ComplaintApp {
                 .map(|stored| stored.projection)
                 .filter(|p| p.state.version == state.version)
         };
-        if let Some(projection) = projection.as_mut() {
-            for event in events {
-                projection
-                    .apply(event)
-                    .map_err(|e| corrupt(e.to_string()))?;
-            }
-            return projection
-                .view()
-                .ok_or_else(|| corrupt("an empty stream after an append".into()));
+        if let Some(projection) = stored {
+            return view_with(id, projection, events);
         }
         match self.view_after(id, position).await {
             Ok(view) => Ok(view),
             Err(e) => {
                 // The command is committed; answer from the stream itself rather than fail it.
                 tracing::warn!(error = %e, aggregateId = %id, "read model behind; answering from the stream");
-                let mut projection = ComplaintProjection::default();
-                for event in history.iter().chain(events) {
-                    projection
-                        .apply(event)
-                        .map_err(|e| corrupt(e.to_string()))?;
-                }
-                projection
-                    .view()
-                    .ok_or_else(|| corrupt("an empty stream after an append".into()))
+                view_with(
+                    id,
+                    ComplaintProjection::default(),
+                    history.iter().chain(events),
+                )
             }
         }
     }
@@ -522,6 +509,23 @@ impl ComplaintApp {
         }
         Ok(sagaflow_domain::SagaSummary::of(&views))
     }
+}
+
+/// The view of `projection` with `events` applied.
+fn view_with<'a>(
+    id: &str,
+    mut projection: ComplaintProjection,
+    events: impl IntoIterator<Item = &'a Envelope>,
+) -> Result<ComplaintView, AppError> {
+    let corrupt = |e: String| AppError::Store(StoreError::Corrupt(format!("complaint {id}: {e}")));
+    for event in events {
+        projection
+            .apply(event)
+            .map_err(|e| corrupt(e.to_string()))?;
+    }
+    projection
+        .view()
+        .ok_or_else(|| corrupt("an empty stream after an append".into()))
 }
 
 /// Why `record` did not answer a view.

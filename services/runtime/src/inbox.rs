@@ -25,6 +25,20 @@ pub enum Claim {
     TooEarly { expected: u64 },
 }
 
+impl Claim {
+    /// What the inbox says of an event at `version`, given whether its id was seen and the
+    /// last version applied of its aggregate: the one rule every adapter carries out.
+    pub fn of(seen: bool, last: u64, version: u64) -> Self {
+        if seen || version <= last {
+            Claim::Duplicate
+        } else if version > last + 1 {
+            Claim::TooEarly { expected: last + 1 }
+        } else {
+            Claim::New
+        }
+    }
+}
+
 /// Checks and records `event` inside the writer's transaction ([`crate::sqlite::writer`]).
 pub fn claim(conn: &rusqlite::Connection, event: &Envelope) -> Result<Claim, rusqlite::Error> {
     // Whether the event was seen, and how far its aggregate got, in one statement.
@@ -36,16 +50,10 @@ pub fn claim(conn: &rusqlite::Connection, event: &Envelope) -> Result<Claim, rus
         .query_row([&event.event_id, &event.aggregate_id], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?;
-    if seen.is_some() {
-        return Ok(Claim::Duplicate);
-    }
-    let last = u64::try_from(last).unwrap_or(0);
     let version = event.metadata.version;
-    if version <= last {
-        return Ok(Claim::Duplicate);
-    }
-    if version > last + 1 {
-        return Ok(Claim::TooEarly { expected: last + 1 });
+    let claim = Claim::of(seen.is_some(), u64::try_from(last).unwrap_or(0), version);
+    if claim != Claim::New {
+        return Ok(claim);
     }
     conn.prepare_cached("INSERT INTO inbox (event_id, processed_at) VALUES (?1, ?2)")?
         .execute(rusqlite::params![
@@ -84,38 +92,10 @@ CREATE TABLE IF NOT EXISTS inbox_versions (
     /// Checks and records `event` inside the caller's transaction. The aggregate's row is
     /// locked, so two replicas handling events of one aggregate take turns.
     pub async fn claim(tx: &mut PgConnection, event: &Envelope) -> Result<Claim, sqlx::Error> {
-        sqlx::query("INSERT INTO inbox_versions (aggregate_id, version) VALUES ($1, 0) ON CONFLICT (aggregate_id) DO NOTHING")
-            .bind(&event.aggregate_id)
-            .execute(&mut *tx)
-            .await?;
-        let last: i64 = sqlx::query_scalar(
-            "SELECT version FROM inbox_versions WHERE aggregate_id = $1 FOR UPDATE",
-        )
-        .bind(&event.aggregate_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let seen: Option<i32> = sqlx::query_scalar("SELECT 1 FROM inbox WHERE event_id = $1")
-            .bind(&event.event_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let last = u64::try_from(last).unwrap_or(0);
-        let version = event.metadata.version;
-        if seen.is_some() || version <= last {
-            return Ok(Claim::Duplicate);
-        }
-        if version > last + 1 {
-            return Ok(Claim::TooEarly { expected: last + 1 });
-        }
-        sqlx::query("INSERT INTO inbox (event_id) VALUES ($1)")
-            .bind(&event.event_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE inbox_versions SET version = $2 WHERE aggregate_id = $1")
-            .bind(&event.aggregate_id)
-            .bind(i64::try_from(version).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await?;
-        Ok(Claim::New)
+        Ok(claim_all(tx, std::slice::from_ref(event))
+            .await?
+            .pop()
+            .unwrap_or(Claim::Duplicate))
     }
 
     /// [`claim`] for a batch, in a handful of statements whatever its size: the batch's
@@ -166,18 +146,12 @@ CREATE TABLE IF NOT EXISTS inbox_versions (
         for event in events {
             let reached = last.get(&event.aggregate_id).copied().unwrap_or(0);
             let version = event.metadata.version;
-            let claim = if seen.contains(&event.event_id) || version <= reached {
-                Claim::Duplicate
-            } else if version > reached + 1 {
-                Claim::TooEarly {
-                    expected: reached + 1,
-                }
-            } else {
+            let claim = Claim::of(seen.contains(&event.event_id), reached, version);
+            if claim == Claim::New {
                 seen.insert(event.event_id.clone());
                 last.insert(event.aggregate_id.clone(), version);
                 new_ids.push(event.event_id.as_str());
-                Claim::New
-            };
+            }
             claims.push(claim);
         }
         if !new_ids.is_empty() {

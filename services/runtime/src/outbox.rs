@@ -312,22 +312,10 @@ DROP INDEX IF EXISTS outbox_unpublished_by_aggregate;
         payload: &Payload,
         ctx: &Context,
     ) -> Result<Envelope, sqlx::Error> {
-        let version: i64 = sqlx::query_scalar(
-            "INSERT INTO own_streams (aggregate_id, version) VALUES ($1, 1) \
-             ON CONFLICT (aggregate_id) DO UPDATE SET version = own_streams.version + 1 RETURNING version",
-        )
-        .bind(stream)
-        .fetch_one(&mut *tx)
-        .await?;
-        let event = Envelope::new(
-            uuid::Uuid::now_v7().to_string(),
-            stream,
-            u64::try_from(version).unwrap_or(1),
-            payload,
-            ctx,
-        );
-        write(tx, &event, &event.to_stored_json()).await?;
-        Ok(event)
+        record_all(tx, &[(stream, payload, ctx)])
+            .await?
+            .pop()
+            .ok_or_else(|| sqlx::Error::Protocol("no event recorded".into()))
     }
 
     /// [`record`] for a batch, in two statements whatever its size: each stream's counter
@@ -336,7 +324,7 @@ DROP INDEX IF EXISTS outbox_unpublished_by_aggregate;
     /// stream's events take its versions in the order given.
     pub async fn record_all(
         tx: &mut PgConnection,
-        items: &[(String, Payload, Context)],
+        items: &[(&str, &Payload, &Context)],
     ) -> Result<Vec<Envelope>, sqlx::Error> {
         use std::collections::BTreeMap;
         if items.is_empty() {
@@ -344,7 +332,7 @@ DROP INDEX IF EXISTS outbox_unpublished_by_aggregate;
         }
         let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
         for (stream, _, _) in items {
-            *counts.entry(stream.as_str()).or_default() += 1;
+            *counts.entry(stream).or_default() += 1;
         }
         let (streams, added): (Vec<&str>, Vec<i64>) = counts.iter().map(|(s, n)| (*s, *n)).unzip();
         let reached: BTreeMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
@@ -366,8 +354,8 @@ DROP INDEX IF EXISTS outbox_unpublished_by_aggregate;
             .collect();
         let mut events = Vec::with_capacity(items.len());
         for (stream, payload, ctx) in items {
-            let version = next.get(stream.as_str()).copied().unwrap_or(1);
-            next.insert(stream.as_str(), version + 1);
+            let version = next.get(stream).copied().unwrap_or(1);
+            next.insert(stream, version + 1);
             events.push(Envelope::new(
                 uuid::Uuid::now_v7().to_string(),
                 stream,

@@ -99,6 +99,49 @@ impl PgAudit {
     }
 }
 
+/// Inserts the entries of `events` (claimed new) with one statement, in order.
+async fn insert_entries(
+    tx: &mut sqlx::PgConnection,
+    events: &[&Envelope],
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let links: Vec<(Option<String>, Option<String>)> =
+        events.iter().map(|e| super::links(e)).collect();
+    let now = Utc::now().timestamp_millis();
+    sqlx::query(
+            "INSERT INTO entries (event_id, event_type, aggregate_id, aggregate_type, complaint_id, trigger_event_id, version, \
+             correlation_id, user_id, timestamp, recorded_at, envelope) \
+             SELECT e, t, a, at, c, tr, v, co, u, ts, $11, env FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
+             $5::text[], $6::text[], $7::bigint[], $8::text[], $9::text[], $10::bigint[], $12::text[]) \
+             WITH ORDINALITY AS x(e, t, a, at, c, tr, v, co, u, ts, env, n) ORDER BY n",
+        )
+        .bind(events.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.aggregate_id.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.aggregate_type.as_str()).collect::<Vec<_>>())
+        .bind(links.iter().map(|(c, _)| c.as_deref()).collect::<Vec<_>>())
+        .bind(links.iter().map(|(_, t)| t.as_deref()).collect::<Vec<_>>())
+        .bind(
+            events.iter()
+                .map(|e| i64::try_from(e.metadata.version).unwrap_or(i64::MAX))
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|e| e.metadata.correlation_id.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.metadata.user_id.as_deref()).collect::<Vec<_>>())
+        .bind(
+            events.iter()
+                .map(|e| e.metadata.timestamp.timestamp_millis())
+                .collect::<Vec<_>>(),
+        )
+        .bind(now)
+        .bind(events.iter().map(|e| e.to_json()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
 /// Records one event inside `tx` (with its inbox claim and any compensation it carries).
 async fn record_in(tx: &mut sqlx::PgConnection, event: &Envelope) -> Result<Recorded, StoreError> {
     let fail = unavailable("recording an audit entry");
@@ -110,26 +153,7 @@ async fn record_in(tx: &mut sqlx::PgConnection, event: &Envelope) -> Result<Reco
         Claim::TooEarly { expected } => return Ok(Recorded::TooEarly { expected }),
         Claim::New => {}
     }
-    let (complaint_id, trigger) = super::links(event);
-    sqlx::query(
-        "INSERT INTO entries (event_id, event_type, aggregate_id, aggregate_type, complaint_id, trigger_event_id, version, \
-         correlation_id, user_id, timestamp, recorded_at, envelope) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(&event.event_id)
-    .bind(&event.event_type)
-    .bind(&event.aggregate_id)
-    .bind(&event.aggregate_type)
-    .bind(&complaint_id)
-    .bind(&trigger)
-    .bind(i64::try_from(event.metadata.version).unwrap_or(i64::MAX))
-    .bind(&event.metadata.correlation_id)
-    .bind(&event.metadata.user_id)
-    .bind(event.metadata.timestamp.timestamp_millis())
-    .bind(Utc::now().timestamp_millis())
-    .bind(event.to_json())
-    .execute(&mut *tx)
-    .await
-    .map_err(&fail)?;
+    insert_entries(&mut *tx, &[event]).await.map_err(&fail)?;
     let mut compensation = None;
     if let Some((ids, stream, data, ctx)) = super::compensation(event) {
         sqlx::query("UPDATE entries SET compensated = TRUE, compensated_by = $1 WHERE event_id = ANY($2) OR trigger_event_id = ANY($2)")
@@ -161,40 +185,7 @@ impl PgAudit {
             .filter(|(_, c)| **c == Claim::New)
             .map(|(e, _)| e)
             .collect();
-        if !new.is_empty() {
-            let links: Vec<(Option<String>, Option<String>)> =
-                new.iter().map(|e| super::links(e)).collect();
-            let now = Utc::now().timestamp_millis();
-            sqlx::query(
-                "INSERT INTO entries (event_id, event_type, aggregate_id, aggregate_type, complaint_id, trigger_event_id, version, \
-                 correlation_id, user_id, timestamp, recorded_at, envelope) \
-                 SELECT e, t, a, at, c, tr, v, co, u, ts, $11, env FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
-                 $5::text[], $6::text[], $7::bigint[], $8::text[], $9::text[], $10::bigint[], $12::text[]) \
-                 WITH ORDINALITY AS x(e, t, a, at, c, tr, v, co, u, ts, env, n) ORDER BY n",
-            )
-            .bind(new.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>())
-            .bind(new.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
-            .bind(new.iter().map(|e| e.aggregate_id.as_str()).collect::<Vec<_>>())
-            .bind(new.iter().map(|e| e.aggregate_type.as_str()).collect::<Vec<_>>())
-            .bind(links.iter().map(|(c, _)| c.as_deref()).collect::<Vec<_>>())
-            .bind(links.iter().map(|(_, t)| t.as_deref()).collect::<Vec<_>>())
-            .bind(
-                new.iter()
-                    .map(|e| i64::try_from(e.metadata.version).unwrap_or(i64::MAX))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(new.iter().map(|e| e.metadata.correlation_id.as_str()).collect::<Vec<_>>())
-            .bind(new.iter().map(|e| e.metadata.user_id.as_deref()).collect::<Vec<_>>())
-            .bind(
-                new.iter()
-                    .map(|e| e.metadata.timestamp.timestamp_millis())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(now)
-            .bind(new.iter().map(|e| e.to_json()).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_entries(&mut tx, &new).await?;
         tx.commit().await?;
         Ok(claims
             .into_iter()

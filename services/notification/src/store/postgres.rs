@@ -553,7 +553,7 @@ impl NotificationStore for PgNotifications {
         .map_err(&fail)?
         .into_iter()
         .collect();
-        let items: Vec<(String, Payload, Context)> = ordered
+        let settled: Vec<(String, Payload, Context)> = ordered
             .iter()
             .filter(|m| settled.contains(&m.notification_id))
             .map(|m| {
@@ -569,6 +569,10 @@ impl NotificationStore for PgNotifications {
                     },
                 )
             })
+            .collect();
+        let items: Vec<(&str, &Payload, &Context)> = settled
+            .iter()
+            .map(|(stream, payload, ctx)| (stream.as_str(), payload, ctx))
             .collect();
         sagaflow_runtime::outbox::pg::record_all(&mut tx, &items)
             .await

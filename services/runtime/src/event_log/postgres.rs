@@ -42,8 +42,14 @@ CREATE TABLE idempotency_keys (
     (4, crate::outbox::pg::SCHEMA_RELAY_LEASE),
 ];
 
-/// Held by each append transaction to its end: positions become visible in assignment order.
-const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('sagaflow-event-log'))";
+/// The log's lock, held by each append transaction to its end: positions become visible in
+/// assignment order. A macro so that the batch statement can embed it (`concat!`).
+macro_rules! lock {
+    () => {
+        "SELECT pg_advisory_xact_lock(hashtext('sagaflow-event-log'))"
+    };
+}
+const LOCK: &str = lock!();
 
 #[derive(Debug, Clone)]
 pub struct PostgresEventLog {
@@ -389,7 +395,7 @@ impl PostgresEventLog {
         // (and takes a position) and until the statement's transaction has committed:
         // positions become visible in the order they are assigned.
         let positions: HashMap<String, i64> = sqlx::query_as::<_, (i64, String)>(
-            "WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtext('sagaflow-event-log'))), \
+            concat!("WITH l AS MATERIALIZED (", lock!(), "), \
              u AS MATERIALIZED (SELECT u.* FROM l, UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
                  $6::text[], $7::text[], $8::text[], $9::text[]) WITH ORDINALITY AS u(e, s, v, t, env, c, x, r, st, n)), \
              ev AS (INSERT INTO events (event_id, stream_id, version, event_type, envelope) \
@@ -398,7 +404,7 @@ impl PostgresEventLog {
                  SELECT e, s, c, t, x, r, st, env FROM u ORDER BY n), \
              ik AS (INSERT INTO idempotency_keys (key, stream_id, fingerprint) \
                  SELECT * FROM UNNEST($10::text[], $11::text[], $12::text[])) \
-             SELECT position, event_id FROM ev",
+             SELECT position, event_id FROM ev"),
         )
         .bind(events.iter().map(|(e, _)| e.event_id.as_str()).collect::<Vec<_>>())
         .bind(events.iter().map(|(e, _)| e.aggregate_id.as_str()).collect::<Vec<_>>())
