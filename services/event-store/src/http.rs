@@ -75,7 +75,13 @@ async fn all(State(api): State<Api>, RawQuery(raw): RawQuery) -> Result<Response
     let next = events.last().map(|p| p.position);
     let items: Vec<_> = events
         .into_iter()
-        .map(|p| json!({ "position": p.position, "event": p.envelope }))
+        .map(|p| {
+            json!({
+                "position": p.position,
+                "archivedAt": sagaflow_domain::time::format(&p.archived_at),
+                "event": p.envelope,
+            })
+        })
         .collect();
     Ok(Json(json!({ "events": items, "nextAfter": next })).into_response())
 }

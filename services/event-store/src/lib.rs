@@ -30,6 +30,33 @@ pub const DEFAULT_PORT: u16 = 3008;
 struct Archiver {
     archive: Arc<dyn Archive>,
     metrics: Metrics,
+    /// The highest version this process saw archived, per stream: an event whose predecessor
+    /// is at or below it needs no lookup (an archived event is never removed, and a stream is
+    /// archived without gaps). Other replicas archive too, so a miss asks the archive.
+    archived: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+}
+
+/// Streams the archiver remembers before it starts over (a miss costs one lookup).
+const REMEMBERED: usize = 100_000;
+
+impl Archiver {
+    fn remembered(&self, aggregate_id: &str, version: u64) -> bool {
+        self.archived
+            .lock()
+            .is_ok_and(|m| m.get(aggregate_id).is_some_and(|&v| v >= version))
+    }
+
+    fn remember<'a>(&self, archived: impl Iterator<Item = (&'a str, u64)>) {
+        if let Ok(mut m) = self.archived.lock() {
+            for (id, version) in archived {
+                if m.len() >= REMEMBERED && !m.contains_key(id) {
+                    m.clear();
+                }
+                let v = m.entry(id.to_owned()).or_insert(version);
+                *v = (*v).max(version);
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -56,11 +83,17 @@ impl Handler for Archiver {
         for (i, incoming) in batch.iter().enumerate() {
             let event = &incoming.envelope;
             let version = event.metadata.version;
-            if version > 1 && !in_batch.contains(&(event.aggregate_id.as_str(), version - 1)) {
-                match self.archive.stream(&event.aggregate_id, version - 1).await {
-                    Ok(before)
-                        if before.first().map(|e| e.metadata.version) == Some(version - 1) => {}
-                    Ok(_) => {
+            if version > 1
+                && !in_batch.contains(&(event.aggregate_id.as_str(), version - 1))
+                && !self.remembered(&event.aggregate_id, version - 1)
+            {
+                match self
+                    .archive
+                    .has_version(&event.aggregate_id, version - 1)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
                         results[i] = Some(Err(Failure::OutOfOrder(format!(
                             "waiting for version {} of {}",
                             version - 1,
@@ -83,6 +116,16 @@ impl Handler for Archiver {
             .collect();
         let appended = self.archive.append_all(&events).await;
         let took = started.elapsed().as_secs_f64();
+        self.remember(
+            accepted
+                .iter()
+                .zip(&appended)
+                .filter(|(_, r)| r.is_ok())
+                .map(|(&i, _)| {
+                    let e = &batch[i].envelope;
+                    (e.aggregate_id.as_str(), e.metadata.version)
+                }),
+        );
         for (i, result) in accepted.into_iter().zip(appended) {
             results[i] = Some(match result {
                 Ok(new) => {
@@ -153,6 +196,7 @@ impl EventStoreService {
         let handler: Arc<dyn Handler> = Arc::new(Archiver {
             archive: archive.clone(),
             metrics: metrics.clone(),
+            archived: Default::default(),
         });
         let mut tasks = Tasks::default();
         for stream in STREAMS {

@@ -80,6 +80,35 @@ async fn a_550_is_permanent_and_a_451_transient() {
 }
 
 #[tokio::test]
+async fn mails_in_a_row_and_after_a_refusal_all_arrive_once() {
+    // The mailer keeps its sessions open: a session a refusal ended must not carry the next
+    // mail, and a kept one must deliver each mail once.
+    let smtp = Smtp::new(&smtp_url()).expect("url");
+    let to = format!("u{}@example.com", uuid::Uuid::new_v4().simple());
+    let mut sent = Vec::new();
+    for round in 0..3 {
+        for _ in 0..4 {
+            let m = mail(&to);
+            smtp.send(&m).await.expect("send");
+            sent.push(format!("<{}@sagaflow>", m.id));
+        }
+        let refused = smtp.send(&mail("refuse-agent@example.com")).await;
+        assert!(
+            matches!(refused, Err(MailError::Permanent(_))),
+            "round {round}: {refused:?}"
+        );
+    }
+    let mut got: Vec<String> = captured(&to)
+        .await
+        .iter()
+        .map(|m| m["headers"]["Message-ID"].as_str().unwrap_or("").to_owned())
+        .collect();
+    got.sort();
+    sent.sort();
+    assert_eq!(got, sent);
+}
+
+#[tokio::test]
 async fn a_relay_that_is_not_there_is_transient() {
     let r = Smtp::new("smtp://127.0.0.1:1")
         .expect("url")

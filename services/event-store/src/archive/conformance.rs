@@ -57,10 +57,18 @@ pub async fn a_stream_reads_by_version_from_any_version(a: Arc<dyn Archive>) {
 }
 
 pub async fn all_is_in_archive_order_after_any_position(a: Arc<dyn Archive>) {
+    let before = chrono::Utc::now() - chrono::Duration::milliseconds(1);
     for (s, v, id) in [("a", 1, "a1"), ("b", 1, "b1"), ("a", 2, "a2")] {
         a.append(&event(s, v, id)).await.expect("append");
     }
+    let after_appends = chrono::Utc::now() + chrono::Duration::milliseconds(1);
     let all = a.all(0, 10).await.expect("all");
+    assert!(
+        all.iter()
+            .all(|p| p.archived_at >= before && p.archived_at <= after_appends),
+        "each event carries when it was archived: {:?}",
+        all.iter().map(|p| p.archived_at).collect::<Vec<_>>()
+    );
     assert_eq!(
         all.iter()
             .map(|p| p.envelope.event_id.as_str())
@@ -77,6 +85,17 @@ pub async fn all_is_in_archive_order_after_any_position(a: Arc<dyn Archive>) {
         ["b1"]
     );
     assert!(a.all(all[2].position, 10).await.expect("all").is_empty());
+}
+
+pub async fn a_version_is_known_once_archived(a: Arc<dyn Archive>) {
+    assert!(!a.has_version("s1", 1).await.expect("has_version"));
+    for (v, id) in [(1, "e1"), (2, "e2")] {
+        a.append(&event("s1", v, id)).await.expect("append");
+    }
+    assert!(a.has_version("s1", 1).await.expect("has_version"));
+    assert!(a.has_version("s1", 2).await.expect("has_version"));
+    assert!(!a.has_version("s1", 3).await.expect("has_version"));
+    assert!(!a.has_version("s2", 1).await.expect("has_version"));
 }
 
 pub async fn a_second_event_at_a_taken_version_is_refused(a: Arc<dyn Archive>) {
@@ -135,6 +154,7 @@ macro_rules! archive_conformance {
             an_event_is_archived_once_by_its_id,
             a_stream_reads_by_version_from_any_version,
             all_is_in_archive_order_after_any_position,
+            a_version_is_known_once_archived,
             a_second_event_at_a_taken_version_is_refused,
             a_batch_archives_each_new_event_once_and_refuses_a_taken_version,
             answers_ping,

@@ -9,10 +9,19 @@ pub mod mongo;
 pub mod sqlite;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sagaflow_domain::Envelope;
-use sagaflow_runtime::event_log::{Positioned, StoreError};
+use sagaflow_runtime::event_log::StoreError;
 
 pub use sqlite::SqliteArchive;
+
+/// An archived event: its global position, when the archive stored it, the event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Archived {
+    pub position: u64,
+    pub archived_at: DateTime<Utc>,
+    pub envelope: Envelope,
+}
 
 #[async_trait]
 pub trait Archive: Send + Sync + 'static {
@@ -33,8 +42,16 @@ pub trait Archive: Send + Sync + 'static {
         aggregate_id: &str,
         from_version: u64,
     ) -> Result<Vec<Envelope>, StoreError>;
-    /// Events after global position `after`, in global order.
-    async fn all(&self, after: u64, limit: usize) -> Result<Vec<Positioned>, StoreError>;
+    /// Whether the archive holds version `version` of stream `aggregate_id`.
+    async fn has_version(&self, aggregate_id: &str, version: u64) -> Result<bool, StoreError> {
+        Ok(self
+            .stream(aggregate_id, version)
+            .await?
+            .first()
+            .is_some_and(|e| e.metadata.version == version))
+    }
+    /// Events after global position `after`, in global order, with when each was archived.
+    async fn all(&self, after: u64, limit: usize) -> Result<Vec<Archived>, StoreError>;
     async fn count(&self) -> Result<u64, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
 }

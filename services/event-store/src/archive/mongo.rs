@@ -7,14 +7,14 @@
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};
-use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::error::ErrorKind;
 use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
 use sagaflow_domain::Envelope;
 use sagaflow_runtime::config::redact;
-use sagaflow_runtime::event_log::{Positioned, StoreError};
+use sagaflow_runtime::event_log::StoreError;
 
-use super::Archive;
+use super::{Archive, Archived};
 
 #[derive(Debug, Clone)]
 pub struct MongoArchive {
@@ -25,14 +25,6 @@ pub struct MongoArchive {
 
 fn unavailable(e: mongodb::error::Error) -> StoreError {
     StoreError::Unavailable(redact(&e.to_string()))
-}
-
-fn duplicate_key(e: &mongodb::error::Error) -> bool {
-    match e.kind.as_ref() {
-        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
-        ErrorKind::Command(c) => c.code == 11000,
-        _ => e.to_string().contains("E11000"),
-    }
 }
 
 /// An integer field, whichever BSON width the server stored it with.
@@ -116,90 +108,29 @@ impl MongoArchive {
             counters,
         })
     }
-
-    async fn next_position(&self) -> Result<i64, StoreError> {
-        let counter = self
-            .counters
-            .find_one_and_update(doc! {"_id": "events"}, doc! {"$inc": {"seq": 1_i64}})
-            .upsert(true)
-            .return_document(ReturnDocument::After)
-            .await
-            .map_err(unavailable)?
-            .ok_or_else(|| StoreError::Unavailable("the position counter did not answer".into()))?;
-        int(&counter, "seq")
-            .ok_or_else(|| StoreError::Corrupt("the position counter is not a number".into()))
-    }
 }
 
 #[async_trait]
 impl Archive for MongoArchive {
     async fn append(&self, event: &Envelope) -> Result<bool, StoreError> {
-        if self
-            .events
-            .find_one(doc! {"eventId": &event.event_id})
+        self.append_all(std::slice::from_ref(event))
             .await
-            .map_err(unavailable)?
-            .is_some()
-        {
-            return Ok(false);
-        }
-        let position = self.next_position().await?;
-        match self.events.insert_one(document(event, position)).await {
-            Ok(_) => Ok(true),
-            Err(e) if duplicate_key(&e) => {
-                // Either this event arrived twice at once, or its version is taken by another.
-                match self
-                    .events
-                    .find_one(doc! {"eventId": &event.event_id})
-                    .await
-                    .map_err(unavailable)?
-                {
-                    Some(_) => Ok(false),
-                    None => Err(super::version_taken(event)),
-                }
-            }
-            Err(e) => Err(unavailable(e)),
-        }
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Unavailable("no answer from the archive".into())))
     }
 
-    /// A batch in three round trips whatever its size (one per event was three each): which
-    /// events are archived already, one counter increment for the positions of the others,
-    /// one unordered insert. An insert the server refuses (a race on an event id, a version
-    /// taken) is settled by [`Archive::append`] alone, which tells the two apart.
+    /// A batch (or one event) in two round trips whatever its size: one counter increment for
+    /// the positions, one unordered insert. An event archived already is refused by the unique
+    /// index on its id; each refused insert is then told apart by one lookup of its id (there:
+    /// archived already; not there: its version is taken by another event), and its position
+    /// stays unused: the global order may skip a position, never repeat one. (Looking the ids
+    /// up first cost a third round trip per batch, and on the test setup's MongoDB wire server
+    /// a `$in` reads the whole collection.)
     async fn append_all(&self, events: &[Envelope]) -> Vec<Result<bool, StoreError>> {
-        if events.len() < 2 {
-            let mut out = Vec::with_capacity(events.len());
-            for e in events {
-                out.push(self.append(e).await);
-            }
-            return out;
-        }
-        let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
-        let known: std::collections::HashSet<String> = match self
-            .events
-            .find(doc! {"eventId": {"$in": ids}})
-            .projection(doc! {"eventId": 1})
-            .await
-        {
-            Ok(cursor) => match cursor.try_collect::<Vec<Document>>().await {
-                Ok(docs) => docs
-                    .iter()
-                    .filter_map(|d| d.get_str("eventId").ok().map(str::to_owned))
-                    .collect(),
-                Err(e) => {
-                    return sagaflow_runtime::event_log::failed_all(events.len(), &unavailable(e));
-                }
-            },
-            Err(e) => {
-                return sagaflow_runtime::event_log::failed_all(events.len(), &unavailable(e));
-            }
-        };
         // Each event once: a second copy in the batch is a duplicate of the first.
         let mut seen = std::collections::HashSet::new();
         let fresh: Vec<usize> = (0..events.len())
-            .filter(|&i| {
-                !known.contains(&events[i].event_id) && seen.insert(events[i].event_id.as_str())
-            })
+            .filter(|&i| seen.insert(events[i].event_id.as_str()))
             .collect();
         let mut results: Vec<Result<bool, StoreError>> =
             (0..events.len()).map(|_| Ok(false)).collect();
@@ -234,31 +165,62 @@ impl Archive for MongoArchive {
             .enumerate()
             .map(|(k, &i)| document(&events[i], last - n + 1 + i64::try_from(k).unwrap_or(0)))
             .collect();
-        let refused: Vec<usize> = match self.events.insert_many(documents).ordered(false).await {
+        let refused: Vec<(usize, Option<String>)> = match self
+            .events
+            .insert_many(documents)
+            .ordered(false)
+            .await
+        {
             Ok(_) => Vec::new(),
             Err(e) => match e.kind.as_ref() {
                 ErrorKind::InsertMany(many) if many.write_concern_error.is_none() => many
                     .write_errors
                     .iter()
                     .flatten()
-                    .map(|w| w.index)
+                    .map(|w| (w.index, (w.code != 11000).then(|| w.message.clone())))
                     .collect(),
-                _ => {
-                    // Nothing is known of what went in: each event again, alone (an event
-                    // inserted meanwhile is found by its id).
-                    (0..fresh.len()).collect()
-                }
+                // Nothing is known of what went in: the batch fails and comes again, and
+                // what went in is then refused as a duplicate.
+                _ => return sagaflow_runtime::event_log::failed_all(events.len(), &unavailable(e)),
             },
         };
         for &i in &fresh {
             results[i] = Ok(true);
         }
-        for k in refused {
-            if let Some(&i) = fresh.get(k) {
-                results[i] = self.append(&events[i]).await;
-            }
+        for (k, other) in refused {
+            let Some(&i) = fresh.get(k) else { continue };
+            results[i] = match other {
+                Some(message) => Err(StoreError::Unavailable(format!(
+                    "archiving event {}: {message}",
+                    events[i].event_id
+                ))),
+                None => match self
+                    .events
+                    .find_one(doc! {"eventId": &events[i].event_id})
+                    .projection(doc! {"_id": 1})
+                    .await
+                {
+                    Ok(Some(_)) => Ok(false),
+                    Ok(None) => Err(super::version_taken(&events[i])),
+                    Err(e) => Err(unavailable(e)),
+                },
+            };
         }
         results
+    }
+
+    /// One lookup on the `(aggregateId, version)` index.
+    async fn has_version(&self, aggregate_id: &str, version: u64) -> Result<bool, StoreError> {
+        Ok(self
+            .events
+            .find_one(doc! {
+                "aggregateId": aggregate_id,
+                "version": i64::try_from(version).unwrap_or(i64::MAX),
+            })
+            .projection(doc! {"_id": 1})
+            .await
+            .map_err(unavailable)?
+            .is_some())
     }
 
     async fn stream(
@@ -278,7 +240,7 @@ impl Archive for MongoArchive {
         docs.iter().map(|d| decode(d).map(|(_, e)| e)).collect()
     }
 
-    async fn all(&self, after: u64, limit: usize) -> Result<Vec<Positioned>, StoreError> {
+    async fn all(&self, after: u64, limit: usize) -> Result<Vec<Archived>, StoreError> {
         let docs: Vec<Document> = self
             .events
             .find(doc! {"_id": {"$gt": i64::try_from(after).unwrap_or(i64::MAX)}})
@@ -290,7 +252,22 @@ impl Archive for MongoArchive {
             .await
             .map_err(unavailable)?;
         docs.iter()
-            .map(|d| decode(d).map(|(position, envelope)| Positioned { position, envelope }))
+            .map(|d| {
+                let (position, envelope) = decode(d)?;
+                let archived_at = d
+                    .get_datetime("archivedAt")
+                    .map_err(|e| {
+                        StoreError::Corrupt(format!("an archived event's archivedAt: {e}"))
+                    })?
+                    .timestamp_millis();
+                let archived_at = chrono::DateTime::from_timestamp_millis(archived_at)
+                    .ok_or_else(|| StoreError::Corrupt("archivedAt out of range".into()))?;
+                Ok(Archived {
+                    position,
+                    archived_at,
+                    envelope,
+                })
+            })
             .collect()
     }
 

@@ -4,9 +4,9 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use sagaflow_domain::Envelope;
-use sagaflow_runtime::event_log::{Positioned, StoreError};
+use sagaflow_runtime::event_log::StoreError;
 
-use super::Archive;
+use super::{Archive, Archived};
 use rusqlite::OptionalExtension as _;
 use sagaflow_runtime::sqlite::Db;
 use sagaflow_runtime::sqlite::writer::rusqlite;
@@ -129,9 +129,20 @@ impl Archive for SqliteArchive {
         rows.iter().map(|r| decode(r)).collect()
     }
 
-    async fn all(&self, after: u64, limit: usize) -> Result<Vec<Positioned>, StoreError> {
+    async fn has_version(&self, aggregate_id: &str, version: u64) -> Result<bool, StoreError> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM events WHERE aggregate_id = ? AND version = ?")
+                .bind(aggregate_id)
+                .bind(i64::try_from(version).unwrap_or(i64::MAX))
+                .fetch_optional(&self.db.reader)
+                .await
+                .map_err(unavailable("looking up a version"))?;
+        Ok(found.is_some())
+    }
+
+    async fn all(&self, after: u64, limit: usize) -> Result<Vec<Archived>, StoreError> {
         let rows = sqlx::query(
-            "SELECT position, envelope FROM events WHERE position > ? ORDER BY position LIMIT ?",
+            "SELECT position, envelope, archived_at FROM events WHERE position > ? ORDER BY position LIMIT ?",
         )
         .bind(i64::try_from(after).unwrap_or(i64::MAX))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -140,8 +151,10 @@ impl Archive for SqliteArchive {
         .map_err(unavailable("reading all events"))?;
         rows.iter()
             .map(|row| {
-                Ok(Positioned {
+                Ok(Archived {
                     position: u64::try_from(row.get::<i64, _>(0)).unwrap_or(0),
+                    archived_at: chrono::DateTime::from_timestamp_millis(row.get(2))
+                        .unwrap_or_default(),
                     envelope: decode(row.get(1))?,
                 })
             })

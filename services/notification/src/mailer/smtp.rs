@@ -1,18 +1,36 @@
-//! The SMTP mailer (lettre): a 5xx answer is a permanent failure, a 4xx, a timeout or a broken
-//! connection a transient one. `SMTP_URL` is `smtp://host:port` (plain, for a relay on the same
-//! network or a sink); the `Message-ID` is the notification id, so a relay can recognise a resend.
+//! The SMTP mailer (lettre's SMTP client): a 5xx answer is a permanent failure, a 4xx, a timeout
+//! or a broken connection a transient one. `SMTP_URL` is `smtp://host:port` (plain, for a relay on
+//! the same network or a sink); the `Message-ID` is the notification id, so a relay can recognise
+//! a resend.
+//!
+//! Connections are kept open and reused (an SMTP session carries any number of mails), and they
+//! are opened with `TCP_NODELAY`: lettre's own transport leaves Nagle's algorithm on, and its
+//! final `.` of a mail then waits for the relay's delayed ACK, 40 ms a mail on Linux.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use lettre::Message;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::client::AsyncSmtpConnection;
+use lettre::transport::smtp::extension::ClientId;
 
 use super::{Mail, MailError, Mailer};
 
+/// How long connecting, or one mail's exchange, may take before it counts as a transient failure.
+const TIMEOUT: Duration = Duration::from_secs(15);
+/// Open connections kept for the next mails; more run at once when more mails are out.
+const IDLE: usize = 16;
+/// A connection idle longer than this is checked (`NOOP`) before it carries a mail: the relay
+/// may have closed it.
+const CHECK_AFTER: Duration = Duration::from_secs(2);
+
 #[derive(Clone)]
 pub struct Smtp {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    host: String,
+    port: u16,
+    idle: Arc<Mutex<Vec<(Instant, AsyncSmtpConnection)>>>,
 }
 
 impl std::fmt::Debug for Smtp {
@@ -48,11 +66,85 @@ impl Smtp {
         if host.is_empty() {
             return Err(SmtpUrlError("the host is missing".into()));
         }
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-            .port(port)
-            .timeout(Some(Duration::from_secs(15)))
-            .build();
-        Ok(Self { transport })
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+            idle: Arc::default(),
+        })
+    }
+
+    /// An open connection: an idle one that still answers, else a new one.
+    async fn connection(&self) -> Result<AsyncSmtpConnection, MailError> {
+        loop {
+            let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+            let Some((since, mut conn)) = pooled else {
+                break;
+            };
+            if since.elapsed() < CHECK_AFTER
+                || tokio::time::timeout(TIMEOUT, conn.test_connected())
+                    .await
+                    .unwrap_or(false)
+            {
+                return Ok(conn);
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn.abort()).await;
+        }
+        let transient = |what: &str, e: &dyn std::fmt::Display| {
+            MailError::Transient(format!(
+                "{what} the SMTP relay {}:{}: {e}",
+                self.host, self.port
+            ))
+        };
+        let stream = tokio::time::timeout(
+            TIMEOUT,
+            tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        .map_err(|e| transient("connecting to", &e))?
+        .map_err(|e| transient("connecting to", &e))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| transient("setting TCP_NODELAY towards", &e))?;
+        tokio::time::timeout(
+            TIMEOUT,
+            AsyncSmtpConnection::connect_with_transport(Box::new(stream), &ClientId::default()),
+        )
+        .await
+        .map_err(|e| transient("greeting", &e))?
+        .map_err(|e| transient("greeting", &e))
+    }
+
+    /// Sends one built message on a pooled connection; a connection that failed is closed.
+    async fn deliver(&self, message: &Message) -> Result<(), MailError> {
+        let mut conn = self.connection().await?;
+        let sent =
+            tokio::time::timeout(TIMEOUT, conn.send(message.envelope(), &message.formatted()))
+                .await;
+        match sent {
+            Ok(Ok(_)) => {
+                if let Ok(mut idle) = self.idle.lock()
+                    && idle.len() < IDLE
+                {
+                    idle.push((Instant::now(), conn));
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                // lettre has closed the session already (every failed step aborts it).
+                if e.is_permanent() {
+                    Err(MailError::Permanent(e.to_string()))
+                } else {
+                    Err(MailError::Transient(e.to_string()))
+                }
+            }
+            Err(_) => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), conn.abort()).await;
+                Err(MailError::Transient(format!(
+                    "the SMTP relay {}:{} did not answer within {TIMEOUT:?}",
+                    self.host, self.port
+                )))
+            }
+        }
     }
 }
 
@@ -91,10 +183,6 @@ impl Mailer for Smtp {
                 message.headers_mut().insert_raw(h);
             }
         }
-        match self.transport.send(message).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_permanent() => Err(MailError::Permanent(e.to_string())),
-            Err(e) => Err(MailError::Transient(e.to_string())),
-        }
+        self.deliver(&message).await
     }
 }

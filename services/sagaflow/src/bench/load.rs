@@ -18,6 +18,12 @@ const PRIORITIES: [&str; 4] = ["LOW", "MEDIUM", "HIGH", "CRITICAL"];
 const CATEGORIES: u64 = 7;
 /// How long the feed reader waits for a missing position before it reads past it.
 const GAP_WAIT: Duration = Duration::from_millis(500);
+/// The lag scenario's feed reader reads a page this long, and waits this long after a page
+/// that was not full. The archive says when it stored each event (`archivedAt`), so reading
+/// often buys no precision: it would only load the archive's store (on a MongoDB stand-in that
+/// serves one request at a time, a 2 ms poll took most of its capacity).
+const FEED_PAGE: u32 = 1000;
+const FEED_POLL: Duration = Duration::from_millis(100);
 
 /// Where the lag scenario's reader of the event store's feed reads from. Positions are taken
 /// before their events commit, and on MongoDB two stream consumers append at once: a lower
@@ -394,7 +400,6 @@ pub async fn sagas_completed(
 /// A created complaint, and when its 201 arrived.
 struct Acknowledged {
     id: String,
-    at: Instant,
     wall_ms: i64,
 }
 
@@ -440,16 +445,18 @@ pub async fn lag(
     drain: Duration,
 ) -> anyhow::Result<Lag> {
     let start_position = driver.archive_end().await?;
-    let seen: Arc<std::sync::Mutex<HashMap<String, (Instant, String)>>> = Arc::default();
+    // Per complaint: when its creation was archived (Unix ms) and the creation's event id.
+    let seen: Arc<std::sync::Mutex<HashMap<String, (i64, String)>>> = Arc::default();
     let (stop_tail, mut tail_stopped) = tokio::sync::watch::channel(false);
     let tail = {
         let (driver, seen) = (driver.clone(), seen.clone());
         tokio::spawn(async move {
             let mut feed = Feed::new(start_position);
             loop {
-                let events = driver.archived_after(feed.after(), 1000).await?;
+                let events = driver.archived_after(feed.after(), FEED_PAGE).await?;
                 let now = Instant::now();
-                let moved = feed.saw(events.iter().filter_map(|e| e["position"].as_u64()), now);
+                let wall = wall_ms(SystemTime::now());
+                feed.saw(events.iter().filter_map(|e| e["position"].as_u64()), now);
                 {
                     let mut seen = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
                     for e in &events {
@@ -458,15 +465,17 @@ pub async fn lag(
                             && let (Some(id), Some(event_id)) =
                                 (event["aggregateId"].as_str(), event["eventId"].as_str())
                         {
+                            // The archive's own time; a server without it, the time seen.
+                            let at = parse_ms(&e["archivedAt"]).unwrap_or(wall);
                             seen.entry(id.to_owned())
-                                .or_insert((now, event_id.to_owned()));
+                                .or_insert((at, event_id.to_owned()));
                         }
                     }
                 }
-                if !moved {
+                if events.len() < FEED_PAGE as usize {
                     tokio::select! {
                         _ = tail_stopped.wait_for(|s| *s) => return anyhow::Ok(()),
-                        _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+                        _ = tokio::time::sleep(FEED_POLL) => {}
                     }
                 }
             }
@@ -504,11 +513,7 @@ pub async fn lag(
                         l.push(at - t);
                     }
                     if let Ok(mut a) = acked.lock() {
-                        a.push(Acknowledged {
-                            id,
-                            at,
-                            wall_ms: wall,
-                        });
+                        a.push(Acknowledged { id, wall_ms: wall });
                     }
                 }
                 Err(e) => {
@@ -548,16 +553,16 @@ pub async fn lag(
         (Samples::default(), Samples::default(), Samples::default());
     let mut unfinished = 0;
     for a in &acked {
-        let Some((archived_at, event_id)) = seen.get(&a.id) else {
+        let Some((archived_ms, event_id)) = seen.get(&a.id) else {
             unfinished += 1;
             continue;
         };
         match finished_at(driver, &a.id, event_id, deadline).await? {
             Some((audited_ms, notified_ms)) => {
-                let archived = archived_at.saturating_duration_since(a.at);
                 let own =
                     |ms: i64| Duration::from_millis(u64::try_from(ms - a.wall_ms).unwrap_or(0));
-                let (audited, notified) = (own(audited_ms), own(notified_ms));
+                let (archived, audited, notified) =
+                    (own(*archived_ms), own(audited_ms), own(notified_ms));
                 archived_lags.push(archived);
                 audited_lags.push(audited);
                 notified_lags.push(notified);
