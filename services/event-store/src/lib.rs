@@ -37,7 +37,7 @@ struct Archiver {
 }
 
 /// Streams the archiver remembers before it starts over (a miss costs one lookup).
-const REMEMBERED: usize = 100_000;
+const REMEMBERED: usize = 10_000;
 
 impl Archiver {
     fn remembered(&self, aggregate_id: &str, version: u64) -> bool {

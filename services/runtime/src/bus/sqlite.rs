@@ -3,11 +3,17 @@
 //! Messages with the same ordering key (the aggregate id) are handed out one at a time in
 //! publication order, so a message waiting for its retry holds back the later ones of its
 //! aggregate and events take effect in version order. Only one process opens the file (the data
-//! directory is locked), so the process keeps an index of the file's messages in memory, with
-//! which are out (their leases): a claim reads no file and writes nothing, and deliveries left
-//! unsettled by a previous process are handed out again when it opens. Every change goes
-//! through the file's writer ([`crate::sqlite::writer`]) and reaches the index once committed,
-//! in commit order.
+//! directory is locked), so the process keeps an index of each queue's first messages in memory
+//! (a window of [`WINDOW`]), with which are out (their leases): a claim reads no file and writes
+//! nothing, and deliveries left unsettled by a previous process are handed out again when it
+//! opens. Every change goes through the file's writer ([`crate::sqlite::writer`]) and reaches
+//! the index once committed, in commit order.
+//!
+//! A backlog longer than the window waits in the file only, so memory does not grow with it:
+//! once the window is half empty, the next messages of the queue are read from the file, in
+//! publication order, by a job of the writer (so that no commit falls between what the read saw
+//! and what the index learns). Messages past the window are never handed out before those in
+//! it, which keeps the order of every key.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -76,13 +82,32 @@ struct Queued {
     leased_until: Option<i64>,
 }
 
-/// The messages the file holds, by queue and tag (publication order).
-type Index = HashMap<String, BTreeMap<i64, Queued>>;
+/// Messages of one queue held in memory at most; the rest of a backlog waits in the file.
+pub const WINDOW: usize = 1024;
+
+/// What the process knows of one queue.
+#[derive(Debug, Default)]
+struct QueueIndex {
+    /// The queue's unsettled messages up to tag `loaded_to`, by tag (publication order).
+    window: BTreeMap<i64, Queued>,
+    loaded_to: i64,
+    /// Messages past `loaded_to` wait in the file (the window was full when they came).
+    spilled: bool,
+    /// A read of the next messages from the file is under way.
+    refilling: bool,
+    /// Unsettled messages, in the window or not.
+    depth: u64,
+}
+
+/// The queues' messages, by queue.
+type Index = HashMap<String, QueueIndex>;
 
 #[derive(Debug, Clone)]
 pub struct SqliteBus {
     db: Db,
     index: Arc<std::sync::Mutex<Index>>,
+    /// Messages per queue held in memory ([`WINDOW`], smaller in tests).
+    window: usize,
     queues: Arc<RwLock<Vec<QueueSpec>>>,
     /// One per queue: a publish or a settlement wakes the receivers of its queues only.
     wakes: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<Notify>>>>,
@@ -104,6 +129,15 @@ fn unavailable(context: &'static str) -> impl Fn(sqlx::Error) -> BusError {
 
 fn written(context: &'static str) -> impl Fn(WriteError) -> BusError {
     move |e| BusError::Unavailable(format!("{context}: {e}"))
+}
+
+fn queued_of(row: &SqliteRow) -> Queued {
+    Queued {
+        message: message_of(row),
+        attempts: u32::try_from(row.get::<i64, _>("attempts")).unwrap_or(u32::MAX),
+        available_at: row.get("available_at"),
+        leased_until: None,
+    }
 }
 
 fn message_of(row: &SqliteRow) -> Message {
@@ -128,30 +162,43 @@ fn u64_of(v: i64) -> u64 {
 
 impl SqliteBus {
     pub async fn open(path: &Path) -> Result<Self, BusError> {
+        Self::open_with_window(path, WINDOW).await
+    }
+
+    /// [`Self::open`] holding at most `window` messages of each queue in memory.
+    pub async fn open_with_window(path: &Path, window: usize) -> Result<Self, BusError> {
+        let window = window.max(2);
         let db = Db::open(path, &[SCHEMA])
             .await
             .map_err(|e| BusError::Unavailable(format!("opening {}: {e}", path.display())))?;
-        // The index: every message, none out (what a previous process had out and never
-        // settled is handed out again; `leased_until` is a column of earlier versions).
-        let rows = sqlx::query("SELECT * FROM messages ORDER BY tag")
-            .fetch_all(&db.reader)
-            .await
-            .map_err(unavailable("reading the queues' messages"))?;
+        // The index: each queue's first messages, none out (what a previous process had out
+        // and never settled is handed out again; `leased_until` is a column of earlier versions).
+        let depths: Vec<(String, i64)> =
+            sqlx::query_as("SELECT queue, COUNT(*) FROM messages GROUP BY queue")
+                .fetch_all(&db.reader)
+                .await
+                .map_err(unavailable("counting the queues' messages"))?;
         let mut index = Index::new();
-        for row in &rows {
-            index.entry(row.get("queue")).or_default().insert(
-                row.get("tag"),
-                Queued {
-                    message: message_of(row),
-                    attempts: u32::try_from(row.get::<i64, _>("attempts")).unwrap_or(u32::MAX),
-                    available_at: row.get("available_at"),
-                    leased_until: None,
-                },
-            );
+        for (queue, depth) in depths {
+            let rows = sqlx::query("SELECT * FROM messages WHERE queue = ? ORDER BY tag LIMIT ?")
+                .bind(&queue)
+                .bind(i64::try_from(window).unwrap_or(i64::MAX))
+                .fetch_all(&db.reader)
+                .await
+                .map_err(unavailable("reading the queues' messages"))?;
+            let q = index.entry(queue).or_default();
+            q.depth = u64_of(depth);
+            q.spilled = u64_of(depth) > rows.len() as u64;
+            for row in &rows {
+                let tag: i64 = row.get("tag");
+                q.loaded_to = q.loaded_to.max(tag);
+                q.window.insert(tag, queued_of(row));
+            }
         }
         let bus = Self {
             db,
             index: Arc::new(std::sync::Mutex::new(index)),
+            window,
             queues: Arc::new(RwLock::new(Vec::new())),
             wakes: Arc::default(),
         };
@@ -212,7 +259,7 @@ impl SqliteBus {
     fn claim(&self, queue: &str, max: usize) -> (Vec<Delivery>, Option<i64>) {
         let now = now_ms();
         let mut index = self.index();
-        let Some(messages) = index.get_mut(queue) else {
+        let Some(messages) = index.get_mut(queue).map(|q| &mut q.window) else {
             return (Vec::new(), None);
         };
         let mut held: std::collections::HashSet<String> = Default::default();
@@ -254,19 +301,31 @@ impl SqliteBus {
     fn remove<'d>(&self, deliveries: impl IntoIterator<Item = &'d Delivery>) {
         let mut index = self.index();
         for d in deliveries {
-            if let Some(messages) = index.get_mut(&d.queue) {
-                messages.remove(&i64::try_from(d.tag).unwrap_or(i64::MAX));
+            if let Some(q) = index.get_mut(&d.queue)
+                && q.window
+                    .remove(&i64::try_from(d.tag).unwrap_or(i64::MAX))
+                    .is_some()
+            {
+                q.depth = q.depth.saturating_sub(1);
             }
         }
     }
 
-    /// Adds committed messages to the index (from the writer's thread, in commit order).
-    fn add(index: &std::sync::Mutex<Index>, rows: Vec<(String, i64, Message, i64)>) {
+    /// Adds committed messages to the index (from the writer's thread, in commit order): to
+    /// the window while nothing waits in the file and there is room, else to the file only.
+    fn add(index: &std::sync::Mutex<Index>, window: usize, rows: Vec<(String, i64, Message, i64)>) {
         let mut index = index
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (queue, tag, message, available_at) in rows {
-            index.entry(queue).or_default().insert(
+            let q = index.entry(queue).or_default();
+            q.depth += 1;
+            if q.spilled || q.window.len() >= window {
+                q.spilled = true;
+                continue;
+            }
+            q.loaded_to = q.loaded_to.max(tag);
+            q.window.insert(
                 tag,
                 Queued {
                     message,
@@ -276,6 +335,95 @@ impl SqliteBus {
                 },
             );
         }
+    }
+
+    /// Reads the next messages of `queue` from the file into its window once the window is
+    /// half empty and messages wait in the file. The read is a job of the writer: every
+    /// message committed before it is in what it reads or in the window already, and every one
+    /// committed after it reaches the index after it (in commit order).
+    async fn refill(&self, queue: &str) -> Result<(), BusError> {
+        {
+            let mut index = self.index();
+            let Some(q) = index.get_mut(queue) else {
+                return Ok(());
+            };
+            if !q.spilled || q.refilling || q.window.len() > self.window / 2 {
+                return Ok(());
+            }
+            q.refilling = true;
+        }
+        let (read_index, index, window) = (self.index.clone(), self.index.clone(), self.window);
+        let (read_queue, name) = (queue.to_owned(), queue.to_owned());
+        let read = self
+            .db
+            .jobs
+            .run_committed(
+                move |conn| {
+                    let (after, room) = {
+                        let index = read_index
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        index.get(&read_queue).map_or((0, window), |q| {
+                            (q.loaded_to, window.saturating_sub(q.window.len()).max(1))
+                        })
+                    };
+                    let rows = conn
+                        .prepare_cached(
+                            "SELECT tag, message_id, exchange, routing_key, ordering_key, headers, body, attempts, available_at \
+                             FROM messages WHERE queue = ?1 AND tag > ?2 ORDER BY tag LIMIT ?3",
+                        )?
+                        .query_map(
+                            rusqlite::params![read_queue, after, i64::try_from(room).unwrap_or(i64::MAX)],
+                            |r| {
+                                let headers: String = r.get(5)?;
+                                Ok((
+                                    r.get::<_, i64>(0)?,
+                                    Queued {
+                                        message: Message {
+                                            message_id: r.get(1)?,
+                                            exchange: r.get(2)?,
+                                            routing_key: r.get(3)?,
+                                            ordering_key: r.get(4)?,
+                                            headers: serde_json::from_str(&headers)
+                                                .unwrap_or_default(),
+                                            body: r.get(6)?,
+                                        },
+                                        attempts: u32::try_from(r.get::<_, i64>(7)?)
+                                            .unwrap_or(u32::MAX),
+                                        available_at: r.get(8)?,
+                                        leased_until: None,
+                                    },
+                                ))
+                            },
+                        )?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok::<_, WriteError>((rows, room))
+                },
+                move |(rows, room): (Vec<(i64, Queued)>, usize)| {
+                    let mut index = index
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let q = index.entry(name).or_default();
+                    // Fewer than asked for: the file holds nothing past them.
+                    if rows.len() < room {
+                        q.spilled = false;
+                    }
+                    for (tag, queued) in rows {
+                        if tag > q.loaded_to {
+                            q.loaded_to = tag;
+                            q.window.insert(tag, queued);
+                        }
+                    }
+                    q.refilling = false;
+                },
+            )
+            .await;
+        if read.is_err()
+            && let Some(q) = self.index().get_mut(queue)
+        {
+            q.refilling = false;
+        }
+        read.map_err(written("reading a queue's next messages"))
     }
 
     fn waker(&self, queue: &str) -> Arc<Notify> {
@@ -351,7 +499,7 @@ impl MessageBus for SqliteBus {
             .flat_map(|(m, targets)| targets.into_iter().map(move |q| (q, m.clone())))
             .collect();
         let touched: Vec<String> = rows.iter().map(|(q, _)| q.clone()).collect();
-        let index = self.index.clone();
+        let (index, window) = (self.index.clone(), self.window);
         self.db
             .jobs
             .run_committed(
@@ -376,7 +524,7 @@ impl MessageBus for SqliteBus {
                     }
                     Ok::<_, WriteError>(added)
                 },
-                move |added| Self::add(&index, added),
+                move |added| Self::add(&index, window, added),
             )
             .await
             .map_err(written("publishing"))?;
@@ -394,6 +542,7 @@ impl MessageBus for SqliteBus {
         loop {
             let waker = self.waker(queue);
             let woken = waker.notified();
+            self.refill(queue).await?;
             let (deliveries, next_due) = self.claim(queue, max);
             if !deliveries.is_empty() {
                 return Ok(deliveries);
@@ -460,7 +609,7 @@ impl MessageBus for SqliteBus {
         if let Some(q) = self
             .index()
             .get_mut(&delivery.queue)
-            .and_then(|m| m.get_mut(&tag))
+            .and_then(|q| q.window.get_mut(&tag))
         {
             q.attempts = q.attempts.saturating_add(1);
             q.available_at = at;
@@ -552,7 +701,12 @@ impl MessageBus for SqliteBus {
     }
 
     async fn redrive(&self, exchange: &str) -> Result<usize, BusError> {
-        let (exchange, now, index) = (exchange.to_owned(), now_ms(), self.index.clone());
+        let (exchange, now, index, window) = (
+            exchange.to_owned(),
+            now_ms(),
+            self.index.clone(),
+            self.window,
+        );
         let moved = self
             .db
             .jobs
@@ -589,7 +743,7 @@ impl MessageBus for SqliteBus {
                 },
                 move |rows| {
                     let moved = rows.len();
-                    Self::add(&index, rows);
+                    Self::add(&index, window, rows);
                     moved
                 },
             )
@@ -607,7 +761,7 @@ impl MessageBus for SqliteBus {
     }
 
     async fn depth(&self, queue: &str) -> Result<u64, BusError> {
-        Ok(self.index().get(queue).map_or(0, |m| m.len() as u64))
+        Ok(self.index().get(queue).map_or(0, |q| q.depth))
     }
 
     async fn ping(&self) -> Result<(), BusError> {

@@ -57,7 +57,7 @@ impl Db {
             .min_connections(1)
             .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.clone())
+            .connect_with(options.clone().pragma("cache_size", "-256"))
             .await?;
         for &schema in schemas {
             sqlx::raw_sql(schema).execute(&writer).await?;
@@ -69,7 +69,7 @@ impl Db {
             .max_connections(4)
             .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.read_only(true))
+            .connect_with(options.read_only(true).pragma("cache_size", "-256"))
             .await?;
         Ok(Self {
             jobs,
