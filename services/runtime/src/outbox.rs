@@ -398,6 +398,8 @@ DROP INDEX IF EXISTS outbox_unpublished_by_aggregate;
         pool: PgPool,
         holder: String,
         in_flight: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<u64, String>>>,
+        /// When this relay last took or renewed the lease (its own monotonic clock).
+        renewed: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     }
 
     impl PgOutbox {
@@ -406,6 +408,7 @@ DROP INDEX IF EXISTS outbox_unpublished_by_aggregate;
                 pool,
                 holder: uuid::Uuid::now_v7().to_string(),
                 in_flight: Default::default(),
+                renewed: Default::default(),
             }
         }
 
@@ -414,6 +417,35 @@ DROP INDEX IF EXISTS outbox_unpublished_by_aggregate;
             self.in_flight
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+
+        /// Whether this relay may read: renewed within the last third of the lease's length,
+        /// yes (the read checks the lease again); otherwise it takes or renews the lease now,
+        /// which fails while another relay holds it.
+        async fn holds_lease(&self) -> Result<bool, StoreError> {
+            let fresh = |at: &Option<std::time::Instant>| {
+                at.is_some_and(|t| t.elapsed().as_secs_f64() < LEASE_SECONDS / 3.0)
+            };
+            if self.renewed.lock().is_ok_and(|at| fresh(&at)) {
+                return Ok(true);
+            }
+            let before = std::time::Instant::now();
+            let held: Option<String> = sqlx::query_scalar(
+                "INSERT INTO outbox_relay (name, holder, expires_at) VALUES ('relay', $1, now() + make_interval(secs => $2)) \
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+                 WHERE outbox_relay.holder = excluded.holder OR outbox_relay.expires_at < now() \
+                 RETURNING holder",
+            )
+            .bind(&self.holder)
+            .bind(LEASE_SECONDS)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable("taking the outbox relay's lease"))?;
+            if let Ok(mut at) = self.renewed.lock() {
+                // Counted from before the statement: the lease may have started then.
+                *at = held.is_some().then_some(before);
+            }
+            Ok(held.is_some())
         }
 
         fn settle(&self, ids: &[u64]) {
@@ -426,35 +458,36 @@ DROP INDEX IF EXISTS outbox_unpublished_by_aggregate;
 
     #[async_trait]
     impl super::Outbox for PgOutbox {
-        /// Takes or renews the lease and reads the oldest unpublished rows, in one statement:
+        /// Reads the oldest unpublished rows while this relay holds the lease, renewed every
+        /// third of its length (a write, and a commit that waits for the disk, only then):
         /// nothing is written on the rows themselves (a claim per row cost an update, index
         /// entries and, for the next claim, dead ones to step over). Without the lease (another
         /// relay holds it and renewed it in time), nothing.
         async fn pending(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+            if !self.holds_lease().await? {
+                return Ok(Vec::new());
+            }
             let (ids, aggregates): (Vec<i64>, Vec<String>) = self
                 .in_flight()
                 .iter()
                 .map(|(id, aggregate)| (i64::try_from(*id).unwrap_or(i64::MAX), aggregate.clone()))
                 .unzip();
+            // The lease is checked again as the rows are read (a read of one row): a relay
+            // whose lease expired and was taken over reads nothing, whatever its clock says.
             let rows = sqlx::query(
-                "WITH lease AS ( \
-                   INSERT INTO outbox_relay (name, holder, expires_at) VALUES ('relay', $1, now() + make_interval(secs => $2)) \
-                   ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
-                   WHERE outbox_relay.holder = excluded.holder OR outbox_relay.expires_at < now() \
-                   RETURNING holder) \
-                 SELECT id, event_id, aggregate_id, correlation_id, event_type, exchange, routing_key, stream, payload \
-                 FROM outbox WHERE published_at IS NULL AND EXISTS (SELECT 1 FROM lease) \
-                   AND id <> ALL($3) AND aggregate_id <> ALL($4) \
-                 ORDER BY id LIMIT $5",
+                "SELECT id, event_id, aggregate_id, correlation_id, event_type, exchange, routing_key, stream, payload \
+                 FROM outbox WHERE published_at IS NULL \
+                   AND EXISTS (SELECT 1 FROM outbox_relay WHERE name = 'relay' AND holder = $4 AND expires_at > now()) \
+                   AND id <> ALL($1) AND aggregate_id <> ALL($2) \
+                 ORDER BY id LIMIT $3",
             )
             // Not a prepared statement: a plan kept from the first rounds of a new database
             // (an empty table) would scan and sort the whole table once it has grown.
             .persistent(false)
-            .bind(&self.holder)
-            .bind(LEASE_SECONDS)
             .bind(&ids)
             .bind(&aggregates)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(&self.holder)
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable("reading the outbox"))?;
