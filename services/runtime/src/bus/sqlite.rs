@@ -152,6 +152,20 @@ fn message_of(row: &SqliteRow) -> Message {
     }
 }
 
+/// The message of a row read on the writer's connection whose columns are `tag, queue,
+/// message_id, exchange, routing_key, ordering_key, headers, body` first.
+fn message_at(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
+    let headers: String = r.get(6)?;
+    Ok(Message {
+        message_id: r.get(2)?,
+        exchange: r.get(3)?,
+        routing_key: r.get(4)?,
+        ordering_key: r.get(5)?,
+        headers: serde_json::from_str(&headers).unwrap_or_default(),
+        body: r.get(7)?,
+    })
+}
+
 fn headers_json(h: &BTreeMap<String, String>) -> String {
     serde_json::to_string(h).unwrap_or_else(|_| "{}".into())
 }
@@ -369,28 +383,19 @@ impl SqliteBus {
                     };
                     let rows = conn
                         .prepare_cached(
-                            "SELECT tag, message_id, exchange, routing_key, ordering_key, headers, body, attempts, available_at \
+                            "SELECT tag, queue, message_id, exchange, routing_key, ordering_key, headers, body, attempts, available_at \
                              FROM messages WHERE queue = ?1 AND tag > ?2 ORDER BY tag LIMIT ?3",
                         )?
                         .query_map(
                             rusqlite::params![read_queue, after, i64::try_from(room).unwrap_or(i64::MAX)],
                             |r| {
-                                let headers: String = r.get(5)?;
                                 Ok((
                                     r.get::<_, i64>(0)?,
                                     Queued {
-                                        message: Message {
-                                            message_id: r.get(1)?,
-                                            exchange: r.get(2)?,
-                                            routing_key: r.get(3)?,
-                                            ordering_key: r.get(4)?,
-                                            headers: serde_json::from_str(&headers)
-                                                .unwrap_or_default(),
-                                            body: r.get(6)?,
-                                        },
-                                        attempts: u32::try_from(r.get::<_, i64>(7)?)
+                                        message: message_at(r)?,
+                                        attempts: u32::try_from(r.get::<_, i64>(8)?)
                                             .unwrap_or(u32::MAX),
-                                        available_at: r.get(8)?,
+                                        available_at: r.get(9)?,
                                         leased_until: None,
                                     },
                                 ))
@@ -721,20 +726,7 @@ impl MessageBus for SqliteBus {
                              RETURNING tag, queue, message_id, exchange, routing_key, ordering_key, headers, body",
                         )?
                         .query_map(rusqlite::params![now, exchange], |r| {
-                            let headers: String = r.get(6)?;
-                            Ok((
-                                r.get::<_, String>(1)?,
-                                r.get::<_, i64>(0)?,
-                                Message {
-                                    message_id: r.get(2)?,
-                                    exchange: r.get(3)?,
-                                    routing_key: r.get(4)?,
-                                    ordering_key: r.get(5)?,
-                                    headers: serde_json::from_str(&headers).unwrap_or_default(),
-                                    body: r.get(7)?,
-                                },
-                                now,
-                            ))
+                            Ok((r.get::<_, String>(1)?, r.get::<_, i64>(0)?, message_at(r)?, now))
                         })?
                         .collect::<Result<Vec<_>, _>>()?;
                     conn.prepare_cached("DELETE FROM dead_letters WHERE exchange = ?1")?
